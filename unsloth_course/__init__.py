@@ -1,0 +1,1 @@
+"""unsloth_course: the shared library of the five fine-tuning notebooks."""
