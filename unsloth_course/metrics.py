@@ -1,0 +1,316 @@
+"""Measurements: memory, parameters, training summaries, loss curves, perplexity and run records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+RUNS_DIR = Path(os.environ.get("UNSLOTH_COURSE_RUNS", "runs"))
+
+
+# ---------------------------------------------------------------- memory
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """GPU memory (reserved by PyTorch) on CUDA, process resident memory on CPU; in GB."""
+
+    device: str
+    current_gb: float
+    peak_gb: float
+    total_gb: float | None
+
+
+def _process_peak_rss_gb() -> float:
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9  # macOS: bytes, Linux: KiB
+    except ImportError:  # Windows
+        import psutil
+
+        return getattr(psutil.Process().memory_info(), "peak_wset", 0) / 1e9
+
+
+def reset_peak_memory() -> None:
+    """Start a fresh peak measurement (GPU only: a process's peak RSS cannot be reset)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def memory_snapshot() -> MemorySnapshot:
+    if torch.cuda.is_available():
+        return MemorySnapshot("cuda", torch.cuda.memory_reserved() / 1e9,
+                              torch.cuda.max_memory_reserved() / 1e9,
+                              torch.cuda.get_device_properties(0).total_memory / 1e9)
+    import psutil
+
+    return MemorySnapshot("cpu", psutil.Process().memory_info().rss / 1e9, _process_peak_rss_gb(),
+                          psutil.virtual_memory().total / 1e9)
+
+
+def memory_report(start: MemorySnapshot, end: MemorySnapshot) -> str:
+    """Start, peak and the delta training added, in one line."""
+    kind = "GPU memory reserved" if end.device == "cuda" else "process memory (RSS)"
+    total = f" of {end.total_gb:.1f} GB" if end.total_gb else ""
+    return (f"{kind}: start {start.current_gb:.2f} GB, peak {end.peak_gb:.2f} GB{total}, "
+            f"training added {end.peak_gb - start.current_gb:+.2f} GB")
+
+
+# ---------------------------------------------------------------- parameters
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; tied weights counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+    return trainable, total
+
+
+def parameter_line(model) -> str:
+    trainable, total = count_parameters(model)
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+
+
+# ---------------------------------------------------------------- training summary
+def losses(log_history: Sequence[dict], key: str = "loss") -> list[tuple[int, float]]:
+    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
+
+
+def loss_trend_check(values: Sequence[float]) -> str | None:
+    """A warning when the loss did not fall: flat or rising, with the likely causes; None when it fell."""
+    if len(values) < 4:
+        return None
+    k = max(1, len(values) // 4)
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    if not math.isfinite(last):
+        return "loss is NaN/inf: lower the learning rate, or use fp32/bf16 instead of fp16 for this model"
+    if last > first * 1.02:
+        return (f"loss rose ({first:.3f} -> {last:.3f}): the learning rate is likely too high, or the labels/"
+                "chat template do not match the data; try a 2-10x lower learning_rate")
+    if last > first * 0.98:
+        return (f"loss is flat ({first:.3f} -> {last:.3f}): check that parameters are trainable, that the "
+                "learning rate is not too low, and that the data is not already predicted perfectly")
+    return None
+
+
+def _num_tokens(trainer) -> int | None:
+    seen = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
+    if seen:
+        return int(seen)
+    logged = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    return int(logged[-1]) if logged else None
+
+
+def training_summary(trainer, train_output, start: MemorySnapshot, end: MemorySnapshot,
+                     technique: str, **extra: Any) -> dict:
+    """Runtime, steps, samples/s, tokens/s, first/last loss, trainable parameters and memory."""
+    metrics = dict(train_output.metrics)
+    runtime = float(metrics.get("train_runtime", 0.0))
+    curve = [v for _, v in losses(trainer.state.log_history)]
+    trainable, total = count_parameters(trainer.model)
+    tokens = _num_tokens(trainer)
+    summary = {
+        "technique": technique,
+        "runtime_s": round(runtime, 2),
+        "steps": int(trainer.state.global_step),
+        "samples_per_s": round(float(metrics.get("train_samples_per_second", 0.0)), 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime else None,
+        "first_loss": round(curve[0], 4) if curve else None,
+        "last_loss": round(curve[-1], 4) if curve else None,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": round(100 * trainable / total, 3),
+        "memory_device": end.device,
+        "memory_start_gb": round(start.current_gb, 3),
+        "memory_peak_gb": round(end.peak_gb, 3),
+        "loss_check": loss_trend_check(curve),
+    }
+    summary.update(extra)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"time        : {summary['runtime_s']:.1f} s for {summary['steps']} steps",
+        f"throughput  : {summary['samples_per_s']} samples/s"
+        + (f", {summary['tokens_per_s']:,.0f} tokens/s (non-padding)" if summary.get("tokens_per_s") else ""),
+        f"loss        : {summary['first_loss']} -> {summary['last_loss']}",
+        f"parameters  : {summary['trainable_params']:,} trainable of {summary['total_params']:,} "
+        f"({summary['trainable_pct']}%)",
+        f"memory      : {summary['memory_device']} start {summary['memory_start_gb']:.2f} GB, "
+        f"peak {summary['memory_peak_gb']:.2f} GB",
+    ]
+    if summary.get("loss_check"):
+        lines.append(f"CHECK       : {summary['loss_check']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+def plot_metrics(log_history: Sequence[dict], keys: Sequence[str] = ("loss",), title: str = "Training",
+                 ax=None):
+    """One line per logged key over steps (from trainer.state.log_history); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key in keys:
+        points = losses(log_history, key)
+        if points:
+            ax.plot(*zip(*points), marker=".", label=key)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(keys) > 1:
+        ax.legend()
+    return fig or ax.figure
+
+
+def plot_loss(log_history: Sequence[dict], title: str = "Training loss"):
+    return plot_metrics(log_history, ("loss",), title)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and shell.__class__.__name__ in ("ZMQInteractiveShell", "Shell")
+    except ImportError:
+        return False
+
+
+def live_loss_callback(keys: Sequence[str] = ("loss",), every: int = 1):
+    """A TrainerCallback that redraws the loss curve while training (in notebooks; a no-op in terminals)."""
+    from transformers import TrainerCallback
+
+    class LiveLossPlot(TrainerCallback):
+        def __init__(self) -> None:
+            self.handle = None
+            self.calls = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.calls += 1
+            if not _in_notebook() or self.calls % every:
+                return
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+
+            fig = plot_metrics(state.log_history, keys, f"live: step {state.global_step}/{state.max_steps}")
+            if self.handle is None:
+                self.handle = display(fig, display_id=True)
+            else:
+                self.handle.update(fig)
+            plt.close(fig)
+
+    return LiveLossPlot()
+
+
+# ---------------------------------------------------------------- perplexity and log-probabilities
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, batch_size: int = 4) -> float:
+    """exp(mean next-token loss) over all tokens of `texts` (padding excluded)."""
+    if not texts:
+        raise ValueError("perplexity needs at least one text")
+    from .inference import inference_mode
+
+    device = next(model.parameters()).device
+    total_loss, total_tokens = 0.0, 0
+    with inference_mode(model):
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
+                            truncation=True, max_length=max_length).to(device)
+            logits = model(**enc).logits[:, :-1].float()
+            target = enc["input_ids"][:, 1:]
+            mask = enc["attention_mask"][:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            total_loss += nll[mask].sum().item()
+            total_tokens += int(mask.sum())
+    return math.exp(total_loss / total_tokens)
+
+
+@torch.no_grad()
+def completion_logprob(model, tokenizer, prompt: str, completion: str, max_length: int = 512) -> float:
+    """Sum of log-probabilities of `completion`'s tokens given `prompt` (both already templated)."""
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = (prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"])[:max_length]
+    ids = torch.tensor([full_ids], device=device)
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    picked = logprobs.gather(1, targets[:, None])[:, 0]
+    return float(picked[len(prompt_ids) - 1:].sum())
+
+
+def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: float = 0.1) -> dict:
+    """On prompt/chosen/rejected pairs (conversational), how often the model prefers the chosen answer.
+
+    `logp_accuracy`: log p(chosen) > log p(rejected) under the model.
+    `reward_accuracy` (LoRA models only): the DPO implicit reward, beta * (policy - reference) log-ratio,
+    is higher for chosen; the reference is the same model with its adapters disabled.
+    """
+    from .inference import inference_mode
+
+    def rows_logps(m) -> list[tuple[float, float]]:
+        out = []
+        for row in pairs:
+            prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            chosen = row["chosen"][-1]["content"] + tokenizer.eos_token
+            rejected = row["rejected"][-1]["content"] + tokenizer.eos_token
+            out.append((completion_logprob(m, tokenizer, prompt, chosen, max_length),
+                        completion_logprob(m, tokenizer, prompt, rejected, max_length)))
+        return out
+
+    with inference_mode(model):
+        policy = rows_logps(model)
+        reference = None
+        if hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                reference = rows_logps(model)
+    n = len(policy)
+    result = {"pairs": n, "logp_accuracy": sum(c > r for c, r in policy) / n,
+              "mean_logp_margin": sum(c - r for c, r in policy) / n}
+    if reference is not None:
+        margins = [beta * ((pc - rc) - (pr - rr)) for (pc, pr), (rc, rr) in zip(policy, reference)]
+        result["reward_accuracy"] = sum(m > 0 for m in margins) / n
+        result["mean_reward_margin"] = sum(margins) / n
+    return result
+
+
+# ---------------------------------------------------------------- run records
+def write_run_record(technique: str, record: dict, runs_dir: Path | str | None = None) -> Path:
+    """Save runs/<technique>.json so later notebooks and the README compare measured numbers."""
+    from .backend import backend_info
+
+    folder = Path(runs_dir or RUNS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = backend_info()
+    payload = {"technique": technique, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "backend": asdict(info), **record}
+    path = folder / f"{technique}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def read_run_records(runs_dir: Path | str | None = None) -> dict[str, dict]:
+    folder = Path(runs_dir or RUNS_DIR)
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def folder_size_mb(path: Path | str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6

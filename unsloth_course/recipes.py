@@ -1,0 +1,209 @@
+"""One source of truth for each technique's hyperparameters, read by the notebooks and the CLI.
+
+Each recipe has a `full` profile (the notebook defaults, sized for a free Colab T4) and a `quick`
+profile (CPU and CI: a minute or two). UNSLOTH_COURSE_QUICK=1 selects quick. Only sizes differ
+between profiles; the code path is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .models import DEFAULT_MODEL
+
+TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
+PROFILES = ("full", "quick")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _check_range(name: str, value: float, low: float, high: float, technique: str) -> None:
+    if not (low <= value <= high):
+        raise ValueError(f"{technique} recipe: {name}={value!r} is out of range; allowed {low} to {high}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Settings every technique shares."""
+
+    technique: str
+    profile: str
+    model_name: str = DEFAULT_MODEL
+    max_seq_length: int = 512
+    n_train_rows: int = 1000
+    n_eval_rows: int = 50
+    max_steps: int = 60
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 2e-4
+    warmup_steps: int = 5
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.01
+    logging_steps: int = 1
+    optim: str = "adamw_8bit"
+    gradient_checkpointing: bool = True
+    seed: int = 3407
+    max_new_tokens: int = 128
+    # LoRA (ignored by full fine-tuning)
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        t = self.technique
+        if t not in TECHNIQUES:
+            raise ValueError(f"unknown technique {t!r}; allowed: {', '.join(TECHNIQUES)}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}")
+        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "max_seq_length", "n_train_rows", "n_eval_rows", "logging_steps", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{t} recipe: {name}={value!r} must be a positive integer")
+        if t != "full" and (not isinstance(self.lora_r, int) or self.lora_r <= 0):
+            raise ValueError(f"{t} recipe: lora_r={self.lora_r!r} must be a positive integer "
+                             "(full fine-tuning uses full_finetuning=True, not r=0)")
+        _check_range("learning_rate", self.learning_rate, 1e-7, 1e-2, t)
+        _check_range("lora_dropout", self.lora_dropout, 0.0, 0.9, t)
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0, t)
+        if self.warmup_steps < 0:
+            raise ValueError(f"{t} recipe: warmup_steps={self.warmup_steps} must be >= 0")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with some values changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SFTRecipe(Recipe):
+    """Full fine-tuning and LoRA on Alpaca-style instructions."""
+
+    packing: bool = False
+
+
+@dataclass(frozen=True)
+class DPORecipe(Recipe):
+    beta: float = 0.1
+    max_prompt_length: int = 256
+    beta_sweep: tuple[float, ...] = (0.05, 0.1, 0.5)
+    beta_sweep_steps: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("beta", self.beta, 1e-3, 10.0, self.technique)
+        if self.max_prompt_length >= self.max_seq_length:
+            raise ValueError(f"dpo recipe: max_prompt_length={self.max_prompt_length} must be below "
+                             f"max_seq_length={self.max_seq_length} (room is needed for the answer)")
+
+
+@dataclass(frozen=True)
+class GRPORecipe(Recipe):
+    num_generations: int = 8
+    max_prompt_length: int = 256
+    max_completion_length: int = 160
+    temperature: float = 1.0
+    beta: float = 0.04
+    warmup_sft_steps: int = 30
+    warmup_learning_rate: float = 2e-4
+    levels: tuple[int, ...] = (1, 2)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ValueError(f"grpo recipe: num_generations={self.num_generations} must be >= 2 "
+                             "(advantages compare completions within a group)")
+        generation_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if generation_batch % self.num_generations:
+            raise ValueError(
+                f"grpo recipe: num_generations={self.num_generations} must divide the generation batch "
+                f"per_device_train_batch_size x gradient_accumulation_steps = {generation_batch}"
+            )
+        _check_range("temperature", self.temperature, 0.05, 2.0, self.technique)
+        _check_range("beta", self.beta, 0.0, 1.0, self.technique)
+        if self.warmup_sft_steps < 0:
+            raise ValueError(f"grpo recipe: warmup_sft_steps={self.warmup_sft_steps} must be >= 0")
+
+
+@dataclass(frozen=True)
+class CPTRecipe(Recipe):
+    embedding_learning_rate: float = 2e-5
+    packing: bool = True
+    train_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
+        if self.embedding_learning_rate > self.learning_rate:
+            raise ValueError(f"cpt recipe: embedding_learning_rate={self.embedding_learning_rate} should "
+                             f"not exceed learning_rate={self.learning_rate} (embeddings move slowly)")
+
+
+_QUICK = dict(max_seq_length=256, n_train_rows=64, n_eval_rows=8, per_device_train_batch_size=2,
+              gradient_accumulation_steps=1, warmup_steps=1, max_new_tokens=48)
+
+_PROFILES: dict[str, dict[str, dict]] = {
+    "full": {
+        "full": dict(learning_rate=2e-5, max_steps=60),
+        "quick": dict(_QUICK, learning_rate=2e-5, max_steps=8),
+    },
+    "lora": {
+        "full": dict(learning_rate=2e-4, max_steps=60),
+        "quick": dict(_QUICK, learning_rate=2e-4, max_steps=8),
+    },
+    "dpo": {
+        "full": dict(learning_rate=5e-5, max_steps=80, n_train_rows=400, n_eval_rows=64, warmup_steps=8,
+                     max_seq_length=384, max_prompt_length=192, beta_sweep_steps=15, weight_decay=0.0),
+        "quick": dict(_QUICK, learning_rate=5e-5, max_steps=6, n_eval_rows=12, max_prompt_length=128,
+                      beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
+    },
+    "grpo": {
+        "full": dict(learning_rate=5e-6, max_steps=60, per_device_train_batch_size=16,
+                     gradient_accumulation_steps=1, num_generations=8, n_train_rows=512, n_eval_rows=64,
+                     max_completion_length=128, warmup_sft_steps=40, max_new_tokens=128, weight_decay=0.0,
+                     optim="adamw_8bit"),
+        "quick": dict(_QUICK, learning_rate=5e-6, max_steps=3, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=48, warmup_sft_steps=4, n_eval_rows=6,
+                      max_prompt_length=160, weight_decay=0.0),
+    },
+    "cpt": {
+        "full": dict(learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=80, n_train_rows=2000,
+                     n_eval_rows=64, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                     max_seq_length=1024, lora_r=64, lora_alpha=32),
+        "quick": dict(_QUICK, learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=6, n_train_rows=48,
+                      lora_r=16, lora_alpha=16),
+    },
+}
+_CLASSES = {"full": SFTRecipe, "lora": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "cpt": CPTRecipe}
+
+
+def quick_mode() -> bool:
+    """UNSLOTH_COURSE_QUICK=1 selects the quick profile."""
+    return os.environ.get("UNSLOTH_COURSE_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recipe:
+    """The recipe for `technique` in `profile` ("full"/"quick"; default from UNSLOTH_COURSE_QUICK)."""
+    if technique not in _CLASSES:
+        raise ValueError(f"unknown technique {technique!r}; allowed: {', '.join(TECHNIQUES)}")
+    profile = profile or ("quick" if quick_mode() else "full")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    values = dict(_PROFILES[technique][profile])
+    if technique == "cpt":
+        values.setdefault("target_modules", LORA_TARGETS + ("embed_tokens", "lm_head"))
+    values.update(overrides)
+    return _CLASSES[technique](technique=technique, profile=profile, **values)
+
+
+__all__ = ["CPTRecipe", "DPORecipe", "GRPORecipe", "PROFILES", "Recipe", "SFTRecipe", "TECHNIQUES",
+           "get_recipe", "quick_mode"]
