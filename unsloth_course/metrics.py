@@ -243,3 +243,12 @@ def read_run_records(runs_dir: Path | str | None = None) -> dict[str, dict]:
 
 def folder_size_mb(path: Path | str) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def lora_parameter_count(model, r: int, target_modules) -> int:
+    """Parameters LoRA adds for rank r on the named Linear modules: r x (in + out) each (before wrapping)."""
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
+            total += r * (module.in_features + module.out_features)
+    return total

@@ -12,14 +12,16 @@ Each source must contain exactly one code cell whose whole source is the single 
 
 It must be the first code cell (markdown cells may precede it). The build replaces it with the shared Setup
 cell, a Colab form cell (``#@title Setup``, metadata ``{"cellView": "form"}``), rendered from
-`notebooks/_setup_cell.py` with three values filled in:
+`notebooks/_setup_cell.py` (plain Python; the build adds the ``#@title`` line) with three values filled in:
 
 * ``["@@PINS@@"]`` -> the pip specs installed on Colab: pyproject's `dependencies` without torch (Colab ships
   its own CUDA build), plus the `gpu` extra, whose pins win over the base ranges (trl==1.15.0);
 * ``"@@VERSION@@"`` -> the project version;
-* ``"@@PACKAGE@@"`` -> every ``*.py`` file of `unsloth_course/` as a deterministic zip, base64, split into lines.
+* ``"@@PACKAGE@@"`` -> every ``*.py`` file of `unsloth_course/` as a deterministic zip, in base64 lines.
 
 A source without the placeholder, or with more than one, is an error (ValueError naming the file).
+
+Only ``*.py`` files are embedded: data files the package needs must be Python modules (or be added here).
 
 Output
 ------
@@ -44,13 +46,9 @@ import io
 import json
 import re
 import sys
-import tomllib
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-
-import jupytext
-import nbformat
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -59,6 +57,7 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 SETUP_TEMPLATE = NOTEBOOKS_DIR / "_setup_cell.py"
 
 PLACEHOLDER = "# SETUP"
+SETUP_TITLE = "#@title Setup"  # added by the build: a formatter would turn it into "# @title"
 SOURCE_GLOB = "colab*.py"
 BUILD_COMMAND = "python -m unsloth_course.notebook_build"
 # Colab ships its own CUDA builds of these: installing them from PyPI would replace them.
@@ -89,7 +88,11 @@ JUPYTEXT_CELL_KEYS = frozenset(
 
 def _load_pyproject(pyproject: Path) -> dict:
     if not pyproject.is_file():
-        raise FileNotFoundError(f"{pyproject} not found: notebook_build runs from a checkout of the repository")
+        raise FileNotFoundError(
+            f"{pyproject} not found: notebook_build runs from a checkout of the repository"
+        )
+    import tomllib  # Python 3.11+: only the build needs it, not the course itself
+
     with pyproject.open("rb") as f:
         return tomllib.load(f)
 
@@ -160,9 +163,11 @@ def setup_cell_source(
     }
     for marker, value in values.items():
         if source.count(marker) != 1:
-            raise ValueError(f"{template}: expected {marker} exactly once, found it {source.count(marker)} times")
+            raise ValueError(
+                f"{template}: expected {marker} exactly once, found it {source.count(marker)} times"
+            )
         source = source.replace(marker, value)
-    return source.rstrip("\n")
+    return f"{SETUP_TITLE}\n{source.strip()}"
 
 
 # --- one notebook ---------------------------------------------------------------------------------------
@@ -184,6 +189,9 @@ def _setup_index(cells: Sequence, source: Path) -> int:
 
 def render_notebook(source: Path, setup_cell: str) -> str:
     """The `.ipynb` text built from one py:percent source, with `setup_cell` in place of the placeholder."""
+    import jupytext  # dev dependencies: imported here so that the package imports without them
+    import nbformat
+
     text_nb = jupytext.read(source, fmt="py:percent")
     setup_index = _setup_index(text_nb.cells, source)
     nb = nbformat.v4.new_notebook(metadata=json.loads(json.dumps(NOTEBOOK_METADATA)))
@@ -260,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="build-notebooks", description="Build notebooks/colab*.ipynb from their jupytext sources."
     )
-    parser.add_argument("--check", action="store_true", help="exit 1 if a notebook differs from a fresh build")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a notebook differs from a fresh build"
+    )
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR, help="folder of the sources")
     args = parser.parse_args(argv)
     if args.check:

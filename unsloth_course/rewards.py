@@ -282,12 +282,12 @@ def strict_format_reward(
     the two inner parts may not contain another reasoning/answer tag: nothing before or after, newlines
     exactly where shown, one block of each.
     """
-    return [
-        STRICT_FORMAT_REWARD if _STRICT_RE.fullmatch(t) else 0.0 for t in _texts(completions)
-    ]
+    return [STRICT_FORMAT_REWARD if _STRICT_RE.fullmatch(t) else 0.0 for t in _texts(completions)]
 
 
-def soft_format_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+def soft_format_reward(
+    prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any
+) -> list[float]:
     """``SOFT_FORMAT_REWARD`` (0.5) when ``<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>`` occurs
     anywhere (DOTALL), whatever the newlines and surrounding text, else 0.0."""
     return [SOFT_FORMAT_REWARD if _SOFT_RE.search(t) else 0.0 for t in _texts(completions)]
@@ -296,14 +296,14 @@ def soft_format_reward(prompts: Sequence[Any] | None, completions: Sequence[Any]
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
 
 
-def xml_count(text: str) -> float:
+def _xml_count(text: str) -> float:
     """Shaped format score of one text, in [-0.5, 0.5]; see :func:`xml_count_reward`."""
-    score = sum(XML_TAG_REWARD for tag in _XML_TAGS if text.count(tag) == 1)
+    score = XML_TAG_REWARD * sum(text.count(tag) == 1 for tag in _XML_TAGS)
     end = text.rfind(_ANSWER_CLOSE)
     if end >= 0:
         trailing = text[end + len(_ANSWER_CLOSE) :].strip()
         score -= min(XML_TRAILING_PENALTY_PER_CHAR * len(trailing), XML_TRAILING_PENALTY_CAP)
-    return score
+    return float(score)
 
 
 def xml_count_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
@@ -312,9 +312,10 @@ def xml_count_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], 
     ``XML_TAG_REWARD`` (0.125) for each of ``"<reasoning>\\n"``, ``"\\n</reasoning>\\n"``,
     ``"\\n<answer>\\n"`` and ``"\\n</answer>"`` that occurs exactly once (with its newlines), minus
     ``XML_TRAILING_PENALTY_PER_CHAR`` (0.001) per character of text after the last ``</answer>``
-    (surrounding whitespace not counted), the penalty capped at ``XML_TRAILING_PENALTY_CAP`` (0.5). Range [-0.5, 0.5]; best 0.5.
+    (surrounding whitespace not counted), the penalty capped at ``XML_TRAILING_PENALTY_CAP`` (0.5).
+    Range [-0.5, 0.5]; best 0.5.
     """
-    return [xml_count(t) for t in _texts(completions)]
+    return [_xml_count(t) for t in _texts(completions)]
 
 
 DEFAULT_REWARDS: list[RewardFunc] = [

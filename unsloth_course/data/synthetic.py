@@ -31,7 +31,7 @@ def try_hub(hub_id: str, load: Callable[[], T]) -> tuple[T | None, str]:
         return None, hub_status_line()
     try:
         return load(), ""
-    except Exception as error:  # any failure means: use the offline rows instead
+    except Exception as error:  # noqa: BLE001 -- any failure (network, auth, format) means: go offline
         return None, f"loading {hub_id} failed with {type(error).__name__}"
 
 
@@ -84,7 +84,9 @@ def _arithmetic_task(rng: random.Random) -> Task:
 # ---------------------------------------------------------------- unit conversion
 
 # (from unit, to unit, convert, a typical mistake, decimals, the rule)
-UNIT_CONVERSIONS: tuple[tuple[str, str, Callable[[float], float], Callable[[float], float], int, str], ...] = (
+# fmt: off
+Conversion = tuple[str, str, Callable[[float], float], Callable[[float], float], int, str]
+UNIT_CONVERSIONS: tuple[Conversion, ...] = (
     ("kilometers", "miles", lambda km: km * 0.621371, lambda km: km / 0.621371, 2,
      "1 kilometer is about 0.621371 miles"),
     ("miles", "kilometers", lambda mi: mi * 1.609344, lambda mi: mi / 1.609344, 2,
@@ -97,7 +99,8 @@ UNIT_CONVERSIONS: tuple[tuple[str, str, Callable[[float], float], Callable[[floa
      "F = C × 9/5 + 32"),
     ("degrees Fahrenheit", "degrees Celsius", lambda f: (f - 32) * 5 / 9, lambda f: f * 5 / 9, 1,
      "C = (F − 32) × 5/9"),
-)  # fmt: skip
+)
+# fmt: on
 
 
 def _unit_task(rng: random.Random) -> Task:
@@ -110,7 +113,10 @@ def _unit_task(rng: random.Random) -> Task:
     elif style == 1:
         instruction = f"What is {value} {source} in {target}?"
     else:
-        instruction, user_input = f"Convert the following value from {source} to {target}.", f"{value} {source}"
+        instruction, user_input = (
+            f"Convert the following value from {source} to {target}.",
+            f"{value} {source}",
+        )
 
     def answer(converted: float) -> str:
         return f"{value} {source} is about {converted:.{decimals}f} {target}. (The rule: {rule}.)"
@@ -120,13 +126,15 @@ def _unit_task(rng: random.Random) -> Task:
 
 # ---------------------------------------------------------------- string manipulation
 
+# fmt: off
 WORDS = (
     "planet", "garden", "window", "rocket", "button", "silver", "forest", "bridge", "candle", "dragon",
     "engine", "family", "guitar", "hammer", "island", "jacket", "kitten", "ladder", "magnet", "napkin",
     "orange", "pencil", "rabbit", "sunset", "ticket", "velvet", "walnut", "yellow", "zipper", "banana",
     "castle", "dinner", "harbor", "insect", "jungle", "lemon", "meadow", "number", "pepper", "river",
     "shadow", "tomato", "violin", "winter", "coffee", "letter", "mirror", "puzzle", "summer", "basket",
-)  # fmt: skip
+)
+# fmt: on
 VOWELS = "aeiou"
 
 
@@ -140,8 +148,12 @@ def _string_task(rng: random.Random) -> Task:
             instruction, user_input = "Reverse the following word.", word
         else:
             instruction, user_input = f'Write the word "{word}" backwards.', ""
-        return Task(instruction, user_input, template.format(word=word, value=right),
-                    template.format(word=word, value=wrong))  # fmt: skip
+        return Task(
+            instruction,
+            user_input,
+            template.format(word=word, value=right),
+            template.format(word=word, value=wrong),
+        )
     if kind == "vowels":
         found = [c for c in word if c in VOWELS]
 
@@ -150,33 +162,49 @@ def _string_task(rng: random.Random) -> Task:
             return f'The word "{word}" has {count} {noun}: {", ".join(found)}.'
 
         wrong_count = len(found) + rng.choice((-1, 1))
-        return Task(f'How many vowels are in the word "{word}"?', "", count_answer(len(found)),
-                    count_answer(wrong_count))  # fmt: skip
+        return Task(
+            f'How many vowels are in the word "{word}"?',
+            "",
+            count_answer(len(found)),
+            count_answer(wrong_count),
+        )
     if kind == "upper":
         text = f"{word} {rng.choice(WORDS)}"
         template = 'In uppercase, "{text}" becomes "{value}".'
-        return Task("Convert the following text to uppercase.", text, template.format(text=text, value=text.upper()),
-                    template.format(text=text, value=text.title()))  # fmt: skip
+        return Task(
+            "Convert the following text to uppercase.",
+            text,
+            template.format(text=text, value=text.upper()),
+            template.format(text=text, value=text.title()),
+        )
     ordered = "".join(sorted(word))
     template = 'Sorted alphabetically, the letters of "{word}" are "{value}".'
-    return Task(f'Sort the letters of the word "{word}" in alphabetical order.', "",
-                template.format(word=word, value=ordered), template.format(word=word, value=ordered[::-1]))  # fmt: skip
+    return Task(
+        f'Sort the letters of the word "{word}" in alphabetical order.',
+        "",
+        template.format(word=word, value=ordered),
+        template.format(word=word, value=ordered[::-1]),
+    )
 
 
 # ---------------------------------------------------------------- capitals
 
+# fmt: off
 COUNTRY_CAPITALS: dict[str, str] = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
     "the Netherlands": "Amsterdam", "Belgium": "Brussels", "Austria": "Vienna", "Switzerland": "Bern",
-    "Poland": "Warsaw", "Sweden": "Stockholm", "Norway": "Oslo", "Finland": "Helsinki", "Denmark": "Copenhagen",
+    "Poland": "Warsaw", "Sweden": "Stockholm", "Norway": "Oslo", "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
     "Ireland": "Dublin", "Greece": "Athens", "Hungary": "Budapest", "the Czech Republic": "Prague",
     "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "South Korea": "Seoul", "Thailand": "Bangkok",
     "Vietnam": "Hanoi", "the Philippines": "Manila", "Egypt": "Cairo", "Kenya": "Nairobi", "Nigeria": "Abuja",
-    "Ghana": "Accra", "Morocco": "Rabat", "Ethiopia": "Addis Ababa", "Canada": "Ottawa", "Mexico": "Mexico City",
-    "Brazil": "Brasília", "Argentina": "Buenos Aires", "Chile": "Santiago", "Peru": "Lima", "Australia": "Canberra",
+    "Ghana": "Accra", "Morocco": "Rabat", "Ethiopia": "Addis Ababa", "Canada": "Ottawa",
+    "Mexico": "Mexico City", "Brazil": "Brasília", "Argentina": "Buenos Aires", "Chile": "Santiago",
+    "Peru": "Lima", "Australia": "Canberra",
     "New Zealand": "Wellington", "Turkey": "Ankara", "Iran": "Tehran", "Saudi Arabia": "Riyadh",
     "Ukraine": "Kyiv", "the United Kingdom": "London", "Cuba": "Havana",
-}  # fmt: skip
+}
+# fmt: on
 
 
 def _capital_task(rng: random.Random) -> Task:
@@ -191,8 +219,12 @@ def _capital_task(rng: random.Random) -> Task:
     else:
         instruction, user_input = "Tell me the capital of the following country.", country
     sentence = "The capital of {country} is {city}, which is also where its national government sits."
-    return Task(instruction, user_input, sentence.format(country=country, city=COUNTRY_CAPITALS[country]),
-                sentence.format(country=country, city=COUNTRY_CAPITALS[wrong_country]))  # fmt: skip
+    return Task(
+        instruction,
+        user_input,
+        sentence.format(country=country, city=COUNTRY_CAPITALS[country]),
+        sentence.format(country=country, city=COUNTRY_CAPITALS[wrong_country]),
+    )
 
 
 # ---------------------------------------------------------------- small Python functions
@@ -213,6 +245,7 @@ def _random_numbers(rng: random.Random) -> list[int]:
     return [rng.randint(-9, 30) for _ in range(rng.randint(3, 5))]
 
 
+# fmt: off
 CODE_TEMPLATES: tuple[_CodeTemplate, ...] = (
     _CodeTemplate(
         "returns the sum of a list of numbers", "sum_list",
@@ -246,10 +279,12 @@ CODE_TEMPLATES: tuple[_CodeTemplate, ...] = (
     ),
     _CodeTemplate(
         "converts a temperature from Celsius to Fahrenheit", "celsius_to_fahrenheit",
-        "def celsius_to_fahrenheit({arg}):\n    \"\"\"Convert a temperature from Celsius to Fahrenheit.\"\"\"\n"
+        "def celsius_to_fahrenheit({arg}):\n"
+        "    \"\"\"Convert a temperature from Celsius to Fahrenheit.\"\"\"\n"
         "    return {arg} * 9 / 5 + 32",
         "It multiplies by 9/5 and adds 32, the standard conversion formula.",
-        ("celsius", "degrees"), lambda c: c * 9 / 5 + 32, lambda rng: rng.choice((0, 10, 20, 25, 30, 37, 100)),
+        ("celsius", "degrees"), lambda c: c * 9 / 5 + 32,
+        lambda rng: rng.choice((0, 10, 20, 25, 30, 37, 100)),
     ),
     _CodeTemplate(
         "reverses a string", "reverse_string",
@@ -260,19 +295,22 @@ CODE_TEMPLATES: tuple[_CodeTemplate, ...] = (
     ),
     _CodeTemplate(
         "computes the factorial of a non-negative integer", "factorial",
-        "def factorial({arg}):\n    \"\"\"Return the factorial of a non-negative integer.\"\"\"\n    result = 1\n"
+        "def factorial({arg}):\n    \"\"\"Return the factorial of a non-negative integer.\"\"\"\n"
+        "    result = 1\n"
         "    for k in range(2, {arg} + 1):\n        result *= k\n    return result",
         "It multiplies together every integer from 2 up to the input; the factorial of 0 and 1 is 1.",
         ("n", "number"), math.factorial, lambda rng: rng.randint(0, 10),
     ),
     _CodeTemplate(
         "counts the vowels in a word", "count_vowels",
-        "def count_vowels({arg}):\n    \"\"\"Return how many of the letters a, e, i, o, u the word contains.\"\"\"\n"
+        "def count_vowels({arg}):\n"
+        "    \"\"\"Return how many of the letters a, e, i, o, u the word contains.\"\"\"\n"
         "    return sum(1 for letter in {arg}.lower() if letter in \"aeiou\")",
         "It checks every letter and counts the ones that are vowels.",
         ("word", "text"), lambda w: sum(1 for c in w.lower() if c in VOWELS), lambda rng: rng.choice(WORDS),
     ),
-)  # fmt: skip
+)
+# fmt: on
 
 
 def _code_task(rng: random.Random) -> Task:
@@ -280,8 +318,13 @@ def _code_task(rng: random.Random) -> Task:
     code = template.code.format(arg=rng.choice(template.arg_names))
     example = template.example(rng)
     call = f"{template.function}({example!r})"
-    instruction = rng.choice(("Write a Python function that {task}.", "Can you write a Python function that {task}?",
-                              "Implement a small Python function that {task}."))  # fmt: skip
+    instruction = rng.choice(
+        (
+            "Write a Python function that {task}.",
+            "Can you write a Python function that {task}?",
+            "Implement a small Python function that {task}.",
+        )
+    )
     output = (
         f"Here is a Python function that {template.task}:\n\n```python\n{code}\n```\n\n"
         f"{template.explanation} For example, `{call}` returns `{template.reference(example)!r}`."
@@ -291,15 +334,30 @@ def _code_task(rng: random.Random) -> Task:
 
 # ---------------------------------------------------------------- summaries of generated paragraphs
 
+# fmt: off
 PEOPLE = (("Maria", "she"), ("David", "he"), ("Aisha", "she"), ("Kenji", "he"), ("Elena", "she"),
-          ("Marcus", "he"), ("Priya", "she"), ("Jonas", "he"), ("Sofia", "she"), ("Tariq", "he"))  # fmt: skip
+          ("Marcus", "he"), ("Priya", "she"), ("Jonas", "he"), ("Sofia", "she"), ("Tariq", "he"))
+# fmt: on
 JOBS = ("baker", "teacher", "nurse", "engineer", "farmer", "painter", "librarian", "bus driver")
-PLACES = ("a small town by the sea", "a busy city", "a quiet mountain village", "a farming town", "a river port")
-ROUTINES = ("walks to work", "reads the news over coffee", "feeds the neighbour's cat", "goes for a short run")
+PLACES = (
+    "a small town by the sea",
+    "a busy city",
+    "a quiet mountain village",
+    "a farming town",
+    "a river port",
+)
+ROUTINES = (
+    "walks to work",
+    "reads the news over coffee",
+    "feeds the neighbour's cat",
+    "goes for a short run",
+)
+# fmt: off
 # (what happened, a detail, how it ended, the short version for the summary)
 EVENTS = (
     ("entered a local cooking contest with a lemon cake", "The judges praised how light the cake was",
-     "won second prize and plans to compete again", "entered a cooking contest and won second prize"),
+     "is proud of the second prize and plans to compete again",
+     "entered a cooking contest and won second prize"),
     ("started a community garden on an empty lot", "Ten neighbours joined in the first week",
      "shares fresh vegetables with the whole street", "started a community garden that now feeds the street"),
     ("organised a charity run for the local hospital", "More than two hundred people took part",
@@ -309,8 +367,10 @@ EVENTS = (
     ("began teaching free evening classes for adults", "Most students wanted to learn basic computer skills",
      "runs three classes a week with a waiting list", "began free evening classes that are now fully booked"),
     ("repaired an old bicycle for a neighbour's child", "Word spread quickly through the neighbourhood",
-     "fixes bicycles for free every Saturday", "repaired a child's bicycle and now fixes bikes every Saturday"),
-)  # fmt: skip
+     "fixes bicycles for free every Saturday",
+     "repaired a child's bicycle and now fixes bikes every Saturday"),
+)
+# fmt: on
 
 
 def _with_article(noun: str) -> str:
@@ -324,9 +384,13 @@ def _summary_task(rng: random.Random) -> Task:
         f"{name} is {job} who lives in {place}. Every morning, {pronoun} {rng.choice(ROUTINES)}. "
         f"Last spring, {pronoun} {event}. {detail}. Today, {pronoun} {outcome}."
     )
-    instruction = rng.choice(("Summarize the following paragraph in one sentence.",
-                              "Write a one-sentence summary of this text.",
-                              "Give a short summary of the paragraph below."))  # fmt: skip
+    instruction = rng.choice(
+        (
+            "Summarize the following paragraph in one sentence.",
+            "Write a one-sentence summary of this text.",
+            "Give a short summary of the paragraph below.",
+        )
+    )
     return Task(instruction, paragraph, f"In short: {name}, {job} from {place}, {short}.")
 
 
@@ -397,11 +461,13 @@ def generate_dpo_rows(n: int = 400, seed: int = 3407) -> list[dict]:
     for i in range(n):
         task = families[i % len(families)](rng)
         question = f"{task.instruction}\n\n{task.input}" if task.input else task.instruction
-        rows.append({
-            "system": rng.choice(DPO_SYSTEM_PROMPTS),
-            "question": question,
-            "chosen": task.output,
-            "rejected": _rejected_answer(task, rng, families),
-        })  # fmt: skip
+        rows.append(
+            {
+                "system": rng.choice(DPO_SYSTEM_PROMPTS),
+                "question": question,
+                "chosen": task.output,
+                "rejected": _rejected_answer(task, rng, families),
+            }
+        )
     rng.shuffle(rows)
     return rows

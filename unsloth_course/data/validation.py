@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+
 def _type_names(expected: type | tuple[type, ...]) -> str:
     types = expected if isinstance(expected, tuple) else (expected,)
     return " or ".join(t.__name__ for t in types)
@@ -34,7 +35,9 @@ def validate_rows(
     expected_columns = ", ".join(schema)
     for column in schema:
         if column not in dataset.column_names:
-            raise ValueError(f"column {column!r} missing in the {name} dataset; expected columns {expected_columns}")
+            raise ValueError(
+                f"column {column!r} missing in the {name} dataset; expected columns {expected_columns}"
+            )
     if len(dataset) == 0:
         raise ValueError(f"the {name} dataset has 0 rows; expected columns {expected_columns}")
     columns = list(schema)
