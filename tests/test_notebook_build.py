@@ -213,7 +213,7 @@ print("RESULT " + json.dumps({"file": unsloth_course.__file__, "calls": CALLS}))
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "COLAB_RELEASE_TAG"}}
+    env = {k: v for k, v in os.environ.items() if k != "COLAB_RELEASE_TAG"}
     env.update(extra)
     return env
 
