@@ -131,6 +131,8 @@ class Comparison:
             parts += [f"--- {name}:\n{col[i]}" for name, col in self.columns.items()]
         return "\n".join(parts)
 
+    __repr__ = __str__
+
     def to_records(self) -> list[dict]:
         return [{"prompt": p, **{n: c[i] for n, c in self.columns.items()}} for i, p in enumerate(self.prompts)]
 
