@@ -1,0 +1,61 @@
+"""README.md: generated blocks are current, badges derive from pyproject, CI runs the README's commands."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from unsloth_course import readme
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _first_bash_block() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    commands = _first_bash_block()
+    assert commands[0] == "bash setup_venv.sh" and len(commands) == 3
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    for command in commands:
+        assert command in ci_lines, f"README command {command!r} is not run by .ci/run"
+
+
+def test_badges_derive_from_the_configured_repository(monkeypatch):
+    url, branch = readme.repository()
+    table = readme.notebooks_table()
+    assert table.count("colab.research.google.com/github/") == len(readme.NOTEBOOKS)
+    assert f"/{url.removeprefix('https://github.com/')}/blob/{branch}/notebooks/" in table
+    monkeypatch.setattr(readme, "repository", lambda: ("https://github.com/someone/fork", "dev"))
+    assert "github/someone/fork/blob/dev/notebooks/colab1_full_finetuning_smollm2.ipynb" in readme.notebooks_table()
+
+
+def test_every_notebook_in_the_table_exists():
+    for name, *_ in readme.NOTEBOOKS:
+        assert (ROOT / "notebooks" / f"{name}.py").is_file(), name
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                    reason="the CPT example row comes from this Python's standard library (README built on 3.11)")
+def test_readme_generated_blocks_are_current():
+    current = (ROOT / "README.md").read_text()
+    assert readme.render(current) == current, "run `python -m unsloth_course.readme`"
+
+
+def test_render_rejects_a_readme_without_blocks():
+    with pytest.raises(ValueError, match="notebooks:start"):
+        readme.render("# no blocks here\n")
+
+
+def test_results_matrix_reads_run_records(tmp_path):
+    (tmp_path / "lora.json").write_text(
+        '{"profile": "full", "backend": {"device_name": "NVIDIA H100"}, "trainable_params": 4884480, '
+        '"trainable_pct": 3.5, "memory_peak_gb": 1.5, "memory_device": "cuda", "runtime_s": 42.0, '
+        '"tokens_per_s": 12345.6, "first_loss": 2.0, "last_loss": 1.2}')
+    table = readme.results_matrix(tmp_path)
+    assert "| LoRA | full | NVIDIA H100 | 4,884,480 (3.5%) | 1.50 GB (cuda) | 42 s | 12,346 | 2.000 → 1.200 |" in table
+    assert "| full fine-tuning | not run |" in table
+    assert readme.results_matrix(tmp_path / "missing").startswith("_No run records")
