@@ -1,0 +1,45 @@
+"""docs/RESULTS.md is generated from run records, and says where each number came from."""
+
+import json
+
+from unsloth_course import results
+
+
+def _record(technique, **extra):
+    base = {"technique": technique, "profile": "full", "steps": 60, "runtime_s": 30.5, "tokens_per_s": 9000.0,
+            "memory_peak_gb": 1.25, "first_loss": 2.1, "last_loss": 1.3, "time": "2026-11-23 13:00:00",
+            "backend": {"device_name": "NVIDIA H100 80GB HBM3", "backend": "unsloth", "dtype": "bfloat16",
+                        "versions": {"unsloth": "2026.10.9"}}}
+    return {**base, **extra}
+
+
+def test_render_table_and_headlines(tmp_path):
+    records = {
+        "lora": _record("lora", answers=[{"prompt": "Write a factorial function", "before training": "B",
+                                          "after training": "A"}]),
+        "dpo": _record("dpo", preference_before={"logp_accuracy": 0.5},
+                       preference_after={"logp_accuracy": 0.75, "reward_accuracy": 0.8}),
+        "grpo": _record("grpo", reward_start=0.5, reward_end=1.5, eval_before={"accuracy": 0.1, "strict_format": 0.0},
+                        eval_after={"accuracy": 0.3, "strict_format": 0.9}),
+        "cpt": _record("cpt", perplexity_before={"code": 4.0, "general": 3.0},
+                       perplexity_after={"code": 3.0, "general": 3.1}),
+    }
+    for name, record in records.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    text = results.render(tmp_path)
+    assert "NVIDIA H100 80GB HBM3 (unsloth backend, bfloat16)" in text
+    assert "| full fine-tuning | not run |" in text
+    assert "9,000" in text and "2.1 → 1.3" in text
+    assert "50.0% → 75.0%" in text and "80.0%" in text
+    assert "mean reward 0.50 → 1.50" in text and "10.0% → 30.0%" in text
+    assert "code perplexity 4.00 → 3.00; general text 3.00 → 3.10" in text
+    assert "Before:" in text and "\nA\n" in text
+
+
+def test_render_without_records(tmp_path):
+    assert "_No run records yet._" in results.render(tmp_path)
+
+
+def test_committed_results_are_current():
+    current = results.RESULTS_MD.read_text() if results.RESULTS_MD.exists() else ""
+    assert results.render() == current, "run `python -m unsloth_course.results`"
