@@ -147,7 +147,7 @@ warmup_set = data.messages_to_prompt_completion(data.to_format_warmup(train_set)
 warmup_config = SFTConfig(
     output_dir="outputs/grpo/warmup",
     max_steps=recipe.warmup_sft_steps,            # a few dozen steps: learn the format, not the answers
-    per_device_train_batch_size=4,                # small batches of worked examples
+    per_device_train_batch_size=recipe.warmup_batch_size,  # small batches of worked examples
     gradient_accumulation_steps=1,
     learning_rate=recipe.warmup_learning_rate,    # the usual LoRA SFT rate
     warmup_steps=1,
@@ -170,6 +170,9 @@ print({k: v for k, v in eval_warm.items() if k != "completions"})
 # The generation batch (`per_device_train_batch_size x gradient_accumulation_steps`) must be a multiple of
 # `num_generations`: each prompt's group is generated together. Here that means
 # `per_device_train_batch_size / num_generations` prompts per step.
+#
+# Older tutorials also set `max_prompt_length`: TRL 1.x's `GRPOConfig` has no such argument any more (passing it
+# is an error). Prompts are not truncated; keep them short (ours are a system prompt and one question).
 
 # %%
 config = GRPOConfig(

@@ -109,15 +109,17 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[s
     if recipe.warmup_sft_steps:
         warm = SFTConfig(**common_args(recipe, str(out / "warmup"), max_steps=recipe.warmup_sft_steps,
                                        learning_rate=recipe.warmup_learning_rate,
-                                       per_device_train_batch_size=4, gradient_accumulation_steps=1),
+                                       per_device_train_batch_size=recipe.warmup_batch_size,
+                                       gradient_accumulation_steps=1),
                          max_length=recipe.max_seq_length, completion_only_loss=True)
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
         SFTTrainer(model=model, processing_class=tokenizer, train_dataset=warm_set, args=warm).train()
     eval_warm = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-    config = GRPOConfig(**common_args(recipe, str(out)), num_generations=recipe.num_generations,
+    config = GRPOConfig(**common_args(recipe, str(out), include_num_input_tokens_seen="no"),
+                        num_generations=recipe.num_generations,
                         max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
                         beta=recipe.beta, gradient_checkpointing=recipe.gradient_checkpointing,
-                        include_num_input_tokens_seen="no", log_completions=False)
+                        log_completions=False)
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.DEFAULT_REWARDS,
                           args=config, train_dataset=problems["train"], callbacks=[live_loss_callback()])
     summary = train(trainer, recipe)
