@@ -57,11 +57,12 @@ model, tokenizer = FastLanguageModel.from_pretrained(
     dtype=None,                            # by hardware: bf16 / fp16 (T4) / fp32 (CPU)
     load_in_4bit=False,                    # QLoRA would set True: 4-bit frozen base, for 1B+ models
 )
-print(metrics.parameter_line(model))
+print(f"base model: {metrics.count_parameters(model)[1]:,} parameters")
 
 # %% [markdown]
 # ### How rank and target modules move the trainable share
-# Each adapted `Linear(d_in → d_out)` adds `r · (d_in + d_out)` parameters. Computed from this model's layers:
+# Each adapted `Linear(d_in → d_out)` adds `r · (d_in + d_out)` parameters. Computed from this model's layers,
+# as a share of the base model's parameters:
 
 # %%
 import pandas as pd  # noqa: E402

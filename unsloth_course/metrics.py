@@ -137,6 +137,7 @@ def training_summary(trainer, train_output, start: MemorySnapshot, end: MemorySn
         "memory_start_gb": round(start.current_gb, 3),
         "memory_peak_gb": round(end.peak_gb, 3),
         "loss_check": loss_trend_check(curve),
+        "loss_curve": [[step, round(value, 5)] for step, value in losses(trainer.state.log_history)],
     }
     summary.update(extra)
     return summary
