@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # The GPU runs behind the figures in docs/RESULTS.md. On the GPU machine (see ../shared/gpu/README.md), after
 # `source /tmp/gpu/device-b.sh`:
-#   bash scripts/gpu_suite.sh notebooks NB...      executes the notebooks in their full profile (pytest --nbmake)
+#   bash scripts/gpu_suite.sh notebooks NB...      executes each notebook in its full profile (pytest --nbmake)
 #   bash scripts/gpu_suite.sh cli TECHNIQUE...     runs `python3 -m unsloth_course run TECHNIQUE` (full profile)
-# Logs, executed notebooks and run records are packed into $OUT/<label>.tgz.
+# Each item gets at most $ITEM_TIMEOUT seconds; its log, executed notebook and run records are copied to
+# $OUT as soon as it ends, so that a later timeout loses nothing.
 set -uo pipefail
 mode=$1; shift
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+ITEM_TIMEOUT=${ITEM_TIMEOUT:-540}
 export UNSLOTH_COURSE_QUICK=0 PYTHONUNBUFFERED=1 UNSLOTH_COURSE_RUNS="$PWD/gpu_runs"
-label="$mode-$(echo "$@" | tr ' /' '__' | cut -c1-60)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/$label.gpu.txt"
-if [ "$mode" = notebooks ]; then
-  python3 -m pytest --nbmake --nbmake-timeout=900 --overwrite -p no:cacheprovider -o addopts="" \
-    --durations=0 "$@" 2>&1 | tee "$OUT/$label.log"
-  status=${PIPESTATUS[0]}
-else
-  status=0
-  for technique in "$@"; do
-    python3 -m unsloth_course run "$technique" --output-dir "outputs/cli-$technique" 2>&1 \
-      | grep -v -E "it/s\]|s/it\]|examples/s\]" | tee -a "$OUT/$label.log"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  done
-fi
-tar czf "$OUT/$label.tgz" gpu_runs notebooks/*.ipynb 2>/dev/null
-echo "exit status $status"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+status=0
+for item in "$@"; do
+  name=$(basename "$item" .ipynb)
+  start=$(date +%s)
+  if [ "$mode" = notebooks ]; then
+    timeout "$ITEM_TIMEOUT" python3 -m pytest --nbmake --nbmake-timeout="$ITEM_TIMEOUT" --overwrite \
+      -p no:cacheprovider -o addopts="" -q "$item" > "$OUT/$name.log" 2>&1
+  else
+    timeout "$ITEM_TIMEOUT" python3 -m unsloth_course run "$item" --output-dir "outputs/cli-$item" 2>&1 \
+      | grep -v -E "it/s\]|s/it\]|examples/s\]" > "$OUT/cli-$name.log"
+  fi
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=1
+  echo "$item: exit $rc after $(( $(date +%s) - start )) s"
+  tar czf "$OUT/results-$name.tgz" gpu_runs $( [ "$mode" = notebooks ] && echo "$item" ) 2>/dev/null
+done
 exit "$status"

@@ -96,3 +96,23 @@ def math_accuracy(model, tokenizer, rows, max_new_tokens: int = 128, batch_size:
         "soft_format": sum(s > 0 for s in soft) / n,
         "completions": completions,
     }
+
+
+@torch.no_grad()
+def next_token_agreement(model_a, model_b, tokenizer, texts: Sequence[str], max_length: int = 256) -> float:
+    """Share of positions where two models predict the same next token on the same texts (teacher forcing).
+
+    Greedy generation amplifies a single near-tie into a different continuation; comparing predictions
+    position by position measures whether two checkpoints (e.g. LoRA vs its 16-bit merge) really agree.
+    """
+    from .inference import inference_mode
+
+    same = total = 0
+    with inference_mode(model_a), inference_mode(model_b):
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
+            a = model_a(input_ids=ids.to(next(model_a.parameters()).device)).logits.argmax(-1).cpu()
+            b = model_b(input_ids=ids.to(next(model_b.parameters()).device)).logits.argmax(-1).cpu()
+            same += int((a == b).sum())
+            total += a.numel()
+    return same / total
