@@ -75,9 +75,10 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
         answers = records.get(technique, {}).get("answers") or []
         for answer in answers:
             if "factorial" in answer.get("prompt", ""):
+                fence = "~~~~"  # the answers contain ``` code fences themselves
                 lines += ["", f"**{technique}: the factorial prompt before and after training**", "",
-                          "Before:", "", "```", answer["before training"], "```", "", "After:", "", "```",
-                          answer["after training"], "```"]
+                          "Before:", "", fence, answer["before training"], fence, "", "After:", "", fence,
+                          answer["after training"], fence]
     return "\n".join(lines) + "\n"
 
 

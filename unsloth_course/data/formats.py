@@ -35,7 +35,9 @@ def messages_to_prompt_completion(dataset: Dataset) -> Dataset:
 
 
 def prompt_token_count(tokenizer: Any, prompt: list[dict]) -> int:
-    return len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
+    """Tokens in the templated prompt (the text the model reads before it answers)."""
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def filter_long_prompts(dataset: Dataset, tokenizer: Any, max_prompt_length: int) -> Dataset:
