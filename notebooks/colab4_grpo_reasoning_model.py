@@ -54,8 +54,10 @@ print(f"\nrecipe profile: {recipe.profile}")
 
 # %% [markdown]
 # ## Load the model
-# LoRA on all projections, as in notebook 2. GRPO needs no separate reference model: with LoRA, TRL
-# computes the reference log-probabilities with the adapters switched off.
+# LoRA on all projections, as in notebook 2. GRPO needs no second model for its KL reference: given a LoRA
+# model, TRL's `GRPOTrainer` copies the adapter *as it is when the trainer is created* into a frozen adapter
+# named `"ref"` (a few MB) and computes reference log-probabilities with it. Here that is after the format
+# warm-up, so the KL term keeps GRPO close to the warmed-up model, not to the original base model.
 
 # %%
 model, tokenizer = FastLanguageModel.from_pretrained(

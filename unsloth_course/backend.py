@@ -274,12 +274,14 @@ def save_pretrained_merged(model, save_directory: str, tokenizer=None, save_meth
         raise ValueError(f"save_method={save_method!r}; the plain backend supports {allowed}")
     if kwargs.get("push_to_hub"):
         raise ValueError("use push_to_hub_merged to upload; save_pretrained_merged saves locally")
-    if save_method == "lora" or not hasattr(model, "merge_and_unload"):
+    if save_method == "lora":
         model.save_pretrained(save_directory, safe_serialization=True)
     else:
         import copy
 
-        merged = copy.deepcopy(model).merge_and_unload()
+        merged = copy.deepcopy(model)
+        if hasattr(merged, "merge_and_unload"):  # LoRA: W + (alpha/r) B A; a full fine-tune has nothing to merge
+            merged = merged.merge_and_unload()
         half = torch.bfloat16 if (is_bfloat16_supported() or not torch.cuda.is_available()) else torch.float16
         merged.to(half).save_pretrained(save_directory, safe_serialization=True)
         del merged

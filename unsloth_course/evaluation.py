@@ -47,7 +47,8 @@ def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: fl
 
     `logp_accuracy`: log p(chosen) > log p(rejected) under the model.
     `reward_accuracy` (LoRA models only): the DPO implicit reward, beta * (policy - reference) log-ratio,
-    is higher for chosen; the reference is the same model with its adapters disabled.
+    is higher for chosen; the reference is the same model with its adapters disabled, which equals TRL's
+    frozen "ref" adapter copy when training started from a fresh (zero) adapter, as in notebook 3.
     """
     from .inference import inference_mode
 

@@ -234,8 +234,11 @@ def live_loss_callback(keys: Sequence[str] = ("loss",), min_interval_s: float = 
 def write_run_record(technique: str, record: dict, runs_dir: Path | str | None = None) -> Path:
     """Save runs/<technique>.json so later notebooks and the README compare measured numbers."""
     from .backend import backend_info
+    from .distributed import is_main_process
 
     folder = Path(runs_dir or RUNS_DIR)
+    if not is_main_process():  # under torchrun/accelerate only rank 0 writes
+        return folder / f"{technique}.json"
     folder.mkdir(parents=True, exist_ok=True)
     info = backend_info()
     payload = {"technique": technique, "time": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -18,6 +18,10 @@ PROFILES = ("full", "quick")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _check_range(name: str, value: float, low: float, high: float, technique: str) -> None:
     if not (low <= value <= high):
         raise ValueError(f"{technique} recipe: {name}={value!r} is out of range; allowed {low} to {high}")
@@ -61,9 +65,9 @@ class Recipe:
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "max_seq_length", "n_train_rows", "n_eval_rows", "logging_steps", "max_new_tokens"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not _positive_int(value):
                 raise ValueError(f"{t} recipe: {name}={value!r} must be a positive integer")
-        if t != "full" and (not isinstance(self.lora_r, int) or self.lora_r <= 0):
+        if t != "full" and not _positive_int(self.lora_r):
             raise ValueError(f"{t} recipe: lora_r={self.lora_r!r} must be a positive integer "
                              "(full fine-tuning uses full_finetuning=True, not r=0)")
         _check_range("learning_rate", self.learning_rate, 1e-7, 1e-2, t)
@@ -101,6 +105,9 @@ class DPORecipe(Recipe):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("beta", self.beta, 1e-3, 10.0, self.technique)
+        for name in ("max_prompt_length", "beta_sweep_steps"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"dpo recipe: {name}={getattr(self, name)!r} must be a positive integer")
         if self.max_prompt_length >= self.max_seq_length:
             raise ValueError(f"dpo recipe: max_prompt_length={self.max_prompt_length} must be below "
                              f"max_seq_length={self.max_seq_length} (room is needed for the answer)")
@@ -128,6 +135,10 @@ class GRPORecipe(Recipe):
                 f"grpo recipe: num_generations={self.num_generations} must divide the generation batch "
                 f"per_device_train_batch_size x gradient_accumulation_steps = {generation_batch}"
             )
+        for name in ("max_completion_length", "warmup_batch_size"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"grpo recipe: {name}={getattr(self, name)!r} must be a positive integer")
+        _check_range("warmup_learning_rate", self.warmup_learning_rate, 1e-7, 1e-2, self.technique)
         _check_range("temperature", self.temperature, 0.05, 2.0, self.technique)
         _check_range("beta", self.beta, 0.0, 1.0, self.technique)
         if self.warmup_sft_steps < 0:
@@ -143,6 +154,8 @@ class CPTRecipe(Recipe):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
+        if not self.train_embeddings and {"embed_tokens", "lm_head"} & set(self.target_modules):
+            raise ValueError("cpt recipe: train_embeddings=False but target_modules lists embed_tokens/lm_head")
         if self.embedding_learning_rate > self.learning_rate:
             raise ValueError(f"cpt recipe: embedding_learning_rate={self.embedding_learning_rate} should "
                              f"not exceed learning_rate={self.learning_rate} (embeddings move slowly)")
@@ -202,9 +215,10 @@ def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recip
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     values = dict(_PROFILES[technique][profile])
-    if technique == "cpt":
-        values.setdefault("target_modules", LORA_TARGETS + ("embed_tokens", "lm_head"))
     values.update(overrides)
+    if technique == "cpt" and "target_modules" not in values:
+        embeddings = ("embed_tokens", "lm_head") if values.get("train_embeddings", True) else ()
+        values["target_modules"] = LORA_TARGETS + embeddings
     return _CLASSES[technique](technique=technique, profile=profile, **values)
 
 

@@ -1,20 +1,80 @@
 """Run one technique end to end, headless: load, data, answers before, train, answers after, save, record.
 
 The notebooks walk through the same steps one cell at a time; this is the CLI's version of them.
+Runs can save checkpoints every N steps (`save_steps`) and continue from the latest one (`resume`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import distributed
+from .distributed import print_main
 from .backend import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, backend_info
+from .export import save_adapter, save_merged
 from .inference import chat, compare, generate
 from .metrics import folder_size_mb, live_loss_callback, write_run_record
 from .prompts import CODE_HEADERS, SFT_PROMPTS
-from .recipes import Recipe
+from .recipes import TECHNIQUES, Recipe
 from .training import common_args, train
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class NoCheckpointError(FileNotFoundError):
+    """--resume was asked for, but the output folder holds no complete checkpoint."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Checkpointing and extra callbacks for a run.
+
+    save_steps: save a checkpoint (safetensors weights + optimizer, scheduler and RNG state) every N steps
+    into output_dir/checkpoint-N; save_total_limit keeps the newest ones. resume_from: a checkpoint folder
+    to continue from (run() finds the latest one when resume=True).
+    """
+
+    save_steps: int | None = None
+    save_total_limit: int | None = 2
+    resume_from: str | None = None
+    callbacks: tuple = ()
+
+    def trainer_args(self) -> dict[str, Any]:
+        if not self.save_steps:
+            return {}  # common_args: save_strategy="no"
+        return {"save_strategy": "steps", "save_steps": self.save_steps, "save_total_limit": self.save_total_limit,
+                "save_only_model": False}  # optimizer/scheduler/RNG state: an exact continuation
+
+    def callback_list(self) -> list:
+        return [live_loss_callback(), *self.callbacks]
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoint-N folders (with trainer_state.json, written last) in output_dir, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)]
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    return sorted(complete, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The newest complete checkpoint in output_dir; NoCheckpointError (saying what to do) if there is none."""
+    found = checkpoints(output_dir)
+    if not found:
+        where = Path(output_dir)
+        state = "does not exist" if not where.exists() else "has no checkpoint-N folder with trainer_state.json"
+        raise NoCheckpointError(f"cannot resume: {where} {state}. Checkpoints are written by a run started with "
+                                "--save-steps N (runner.run(..., save_steps=N)) into the same --output-dir; "
+                                "start without --resume to train from the beginning")
+    return found[-1]
 
 
 def _load(recipe: Recipe, full_finetuning: bool = False, model_name: str | None = None):
@@ -33,18 +93,20 @@ def _add_lora(model, recipe: Recipe):
 
 
 def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
-    """Adapter (LoRA) or full model, plus a merged 16-bit copy for LoRA; returns sizes in MB."""
+    """Adapter (LoRA) or full model, plus a merged 16-bit copy for LoRA; returns sizes in MB (rank 0 only)."""
+    if not distributed.is_main_process():
+        return {}
     if not merged:
         model.save_pretrained(out / "model", safe_serialization=True)
         tokenizer.save_pretrained(out / "model")
         return {"model_mb": folder_size_mb(out / "model")}
-    model.save_pretrained(out / "adapter")
-    tokenizer.save_pretrained(out / "adapter")
-    model.save_pretrained_merged(str(out / "merged"), tokenizer, save_method="merged_16bit")
+    save_adapter(model, tokenizer, out / "adapter", overwrite=True)
+    save_merged(model, tokenizer, out / "merged", overwrite=True)
     return {"adapter_mb": folder_size_mb(out / "adapter"), "merged_mb": folder_size_mb(out / "merged")}
 
 
-def run_sft(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[str, Any]:
+def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from . import data
@@ -56,17 +118,18 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[st
     train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
     prompts = list(SFT_PROMPTS)
     before = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    config = SFTConfig(**common_args(recipe, str(out)), max_length=recipe.max_seq_length, packing=False,
-                       completion_only_loss=True, gradient_checkpointing=recipe.gradient_checkpointing)
+    config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
+                       packing=False, completion_only_loss=True, gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
-                         callbacks=[live_loss_callback()])
-    summary = train(trainer, recipe)
+                         callbacks=options.callback_list())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     sizes = _save(model, tokenizer, out, merged=not full)
     return {**summary, **sizes, "answers": compare(prompts, before, after).to_records()}
 
 
-def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[str, Any]:
+def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     from . import data
@@ -81,11 +144,12 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[st
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
     acc_before = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
     before = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    config = DPOConfig(**common_args(recipe, str(out)), beta=recipe.beta, max_length=recipe.max_seq_length,
-                       truncation_mode="keep_end", gradient_checkpointing=recipe.gradient_checkpointing)
+    config = DPOConfig(**common_args(recipe, str(out), **options.trainer_args()), beta=recipe.beta,
+                       max_length=recipe.max_seq_length, truncation_mode="keep_start",
+                       gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=split["train"],
-                         processing_class=tokenizer, callbacks=[live_loss_callback()])
-    summary = train(trainer, recipe)
+                         processing_class=tokenizer, callbacks=options.callback_list())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
     after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     sizes = _save(model, tokenizer, out, merged=True)
@@ -95,7 +159,8 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[st
             "answers": compare(prompts, before, after).to_records()}
 
 
-def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[str, Any]:
+def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
+             options: RunOptions = RunOptions()) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     from . import data, rewards
@@ -115,14 +180,15 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[s
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
         SFTTrainer(model=model, processing_class=tokenizer, train_dataset=warm_set, args=warm).train()
     eval_warm = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-    config = GRPOConfig(**common_args(recipe, str(out), include_num_input_tokens_seen="no"),
+    config = GRPOConfig(**common_args(recipe, str(out), include_num_input_tokens_seen="no",
+                                      **options.trainer_args()),
                         num_generations=recipe.num_generations,
                         max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
                         beta=recipe.beta, gradient_checkpointing=recipe.gradient_checkpointing,
                         log_completions=False)
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.DEFAULT_REWARDS,
-                          args=config, train_dataset=problems["train"], callbacks=[live_loss_callback()])
-    summary = train(trainer, recipe)
+                          args=config, train_dataset=problems["train"], callbacks=options.callback_list())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
     sizes = _save(model, tokenizer, out, merged=True)
     reward_curve = [e["reward"] for e in trainer.state.log_history if "reward" in e]
@@ -136,7 +202,8 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[s
                for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
 
 
-def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[str, Any]:
+def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
     from . import data
     from .evaluation import perplexity
 
@@ -149,13 +216,13 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[st
                   "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
     headers = list(CODE_HEADERS)
     before = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
-    config = UnslothTrainingArguments(**common_args(recipe, str(out)),
+    config = UnslothTrainingArguments(**common_args(recipe, str(out), **options.trainer_args()),
                                       embedding_learning_rate=recipe.embedding_learning_rate,
                                       max_length=recipe.max_seq_length, packing=recipe.packing,
                                       dataset_text_field="text")
     trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
-                             callbacks=[live_loss_callback()])
-    summary = train(trainer, recipe)
+                             callbacks=options.callback_list())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     ppl_after = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
                  "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
     after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
@@ -169,18 +236,55 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None) -> dict[st
 RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "cpt": run_cpt}
 
 
-def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str | None = None) -> dict:
-    """Run `technique` with `recipe`, print before/after answers and the summary, write runs/<technique>.json."""
+def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str | None = None, *,
+        save_steps: int | None = None, save_total_limit: int | None = 2, resume: bool = False,
+        callbacks: Sequence = (), runs_dir: str | Path | None = None, record_name: str | None = None) -> dict:
+    """Run `technique` with `recipe`, print before/after answers and the summary, write runs/<technique>.json.
+
+    save_steps: write output_dir/checkpoint-N every N steps (safetensors weights plus the optimizer, scheduler
+    and RNG state; the newest `save_total_limit` are kept). resume: continue from the latest checkpoint in
+    output_dir (NoCheckpointError, before any model is loaded, if there is none); without save_steps the
+    resumed run keeps the checkpoint's own interval. callbacks: extra TrainerCallbacks. runs_dir/record_name:
+    where the run record goes (default runs/<technique>.json).
+    """
+    if technique not in RUNNERS:
+        raise ValueError(f"unknown technique {technique!r}; allowed: {', '.join(TECHNIQUES)}")
+    if save_steps is not None and (isinstance(save_steps, bool) or not isinstance(save_steps, int)
+                                   or save_steps <= 0):
+        raise ValueError(f"save_steps={save_steps!r} must be a positive integer (or None: no checkpoints)")
     out = Path(output_dir)
-    print(backend_info())
-    print(f"technique {technique}, profile {recipe.profile}, output {out}")
+    resume_from = None
+    if resume:
+        checkpoint = latest_checkpoint(out)  # fails here, before any model is loaded
+        resume_from = str(checkpoint)
+        if save_steps is None:
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+            save_steps = state.get("save_steps") or None
+    options = RunOptions(save_steps=save_steps, save_total_limit=save_total_limit, resume_from=resume_from,
+                         callbacks=tuple(callbacks))
+    print_main(backend_info())
+    if distributed.is_distributed():
+        print_main(distributed.describe_scaling(recipe))
+    print_main(f"technique {technique}, profile {recipe.profile}, output {out}"
+          + (f", checkpoints every {save_steps} steps" if save_steps else "")
+          + (f", resuming from {resume_from}" if resume_from else ""))
     started = time.time()
-    result = RUNNERS[technique](recipe, out, model_name=model_name)
+    result = RUNNERS[technique](recipe, out, model_name=model_name, options=options)
     result["wall_s"] = round(time.time() - started, 1)
+    if resume_from:
+        result["resumed_from"] = resume_from
+    result.update(distributed.scaling_record(recipe))
+    if not distributed.is_main_process():  # only rank 0 prints, saves and writes the run record
+        distributed.barrier()
+        return result
     for row in result.get("answers", []):
         print(f"\n=== {row['prompt'][:100]}")
         print(f"--- before training:\n{row['before training']}")
         print(f"--- after training:\n{row['after training']}")
-    path = write_run_record(technique, {**result, "recipe": recipe.to_dict(), "output_dir": str(out)})
+    record = {**result, "recipe": recipe.to_dict(), "output_dir": str(out), "model_name": model_name}
+    path = write_run_record(technique, record, runs_dir)
+    if record_name:
+        path = path.replace(path.with_name(f"{record_name}.json"))
     print(f"\nrun record: {path}")
+    distributed.barrier()
     return result

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .backend import is_bfloat16_supported, report_once
+from .distributed import is_main_process
 from .metrics import format_summary, memory_snapshot, reset_peak_memory, training_summary
 from .recipes import Recipe
 
@@ -49,6 +50,9 @@ def common_args(recipe: Recipe, output_dir: str, **overrides: Any) -> dict[str, 
         dataloader_num_workers=0,
         **precision_args(),
     )
+    from .distributed import trainer_ddp_args
+
+    args.update(trainer_ddp_args(lora=recipe.technique != "full"))  # CPU data parallel needs use_cpu (gloo)
     args.update(overrides)
     return args
 
@@ -60,7 +64,8 @@ def oom_advice(recipe: Recipe) -> str:
         f"per_device_train_batch_size={max(1, b // 2)} with gradient_accumulation_steps={ga * 2} "
         f"(same effective batch {b * ga})" if b > 1 else
         "per_device_train_batch_size is already 1: reduce the sequence length instead",
-        f"max_seq_length={max(128, seq // 2)} (now {seq}); long rows dominate activation memory",
+        f"max_seq_length={max(128, seq // 2)} (now {seq}); long rows dominate activation memory" if seq > 128 else
+        f"max_seq_length is already short ({seq}): reduce the batch or use QLoRA instead",
         "gradient checkpointing on: use_gradient_checkpointing='unsloth' in get_peft_model"
         if not recipe.gradient_checkpointing else "gradient checkpointing is already on",
         "optim='adamw_8bit' (8-bit optimizer states, needs bitsandbytes)" if "8bit" not in recipe.optim
@@ -86,12 +91,12 @@ def train(trainer, recipe: Recipe, technique: str | None = None, resume_from_che
     try:
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
-        if is_oom(error):
+        if is_oom(error) and is_main_process():
             print(oom_advice(recipe))
         raise
     end = memory_snapshot()
     summary = training_summary(trainer, output, start, end, technique or recipe.technique,
                                profile=recipe.profile, **extra)
-    if verbose:
+    if verbose and is_main_process():
         print(format_summary(summary))
     return summary

@@ -1,0 +1,34 @@
+"""The benchmark on CPU: plain backend only (and it says why), tiny settings, output checked (not speed)."""
+
+import json
+
+import pytest
+
+from unsloth_course import bench
+
+
+def test_available_backends_on_cpu():
+    backends, note = bench.available_backends()
+    assert backends == ["plain"] and "no CUDA GPU" in note
+
+
+def test_format_table_with_both_backends():
+    curve = [[1, 2.0], [2, 1.5], [3, 1.2]]
+    row = {"steps": 3, "step_time_s": 0.5, "tokens_per_s": 1000.0, "peak_memory_gb": 2.0,
+           "memory_device": "cuda", "loss_curve": curve, "backend_reason": "x"}
+    table = bench.format_table("lora", {"unsloth": {**row, "tokens_per_s": 1500.0, "peak_memory_gb": 1.0},
+                                        "plain": row}, "both")
+    assert "loss @1 | loss @2 | loss @3" in table
+    assert "Unsloth / plain tokens/s: 1.50x; peak memory: 0.50x" in table
+
+
+@pytest.mark.slow
+def test_bench_lora_quick_on_cpu(tmp_path, capsys):
+    report = bench.bench("lora", "quick", steps=2, json_path=str(tmp_path / "bench.json"))
+    out = capsys.readouterr().out
+    assert "bench lora: no CUDA GPU" in out and "plain |" in out
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    plain = saved["results"]["plain"]
+    assert list(saved["results"]) == ["plain"] and report["results"] == saved["results"]
+    assert plain["steps"] == 2 and plain["step_time_s"] > 0 and plain["tokens_per_s"] > 0
+    assert [step for step, _ in plain["loss_curve"]] == [1, 2]

@@ -1,0 +1,61 @@
+"""unsloth_course.cli: argument checks, `info`, and one end-to-end quick LoRA run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unsloth_course.cli import build_parser, main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "sft"], "invalid choice: 'sft'"),
+        (["run", "lora", "--max-steps", "0"], "must be a positive integer, got 0"),
+        (["run", "lora", "--max-steps", "-3"], "must be a positive integer, got -3"),
+        (["run", "lora", "--max-steps", "two"], "invalid _positive_int value: 'two'"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_parser_rejects(argv, message, capsys):
+    with pytest.raises(SystemExit) as error:
+        build_parser().parse_args(argv)
+    assert error.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parser_accepts_a_run():
+    args = build_parser().parse_args(["run", "dpo", "--quick", "--max-steps", "3", "--output-dir", "x"])
+    assert (args.command, args.technique, args.quick, args.max_steps, args.output_dir, args.model) == (
+        "run", "dpo", True, 3, "x", None)
+
+
+def test_info_prints_the_backend(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("backend : plain (")
+    assert "dtype   : float32" in out and "transformers 5.17.0" in out
+
+
+@pytest.mark.slow
+def test_run_lora_quick_end_to_end(tmp_path, runs_dir, capsys):
+    out_dir = tmp_path / "lora"
+    assert main(["run", "lora", "--quick", "--max-steps", "2", "--output-dir", str(out_dir)]) == 0
+    stdout = capsys.readouterr().out
+    assert "backend : plain" in stdout and "technique lora, profile quick" in stdout
+    assert "--- before training:" in stdout and "--- after training:" in stdout
+
+    record_path = Path(runs_dir) / "lora.json"
+    assert f"run record: {record_path}" in stdout
+    record = json.loads(record_path.read_text())
+    assert (record["technique"], record["profile"], record["steps"]) == ("lora", "quick", 2)
+    assert record["recipe"]["max_steps"] == 2 and record["output_dir"] == str(out_dir)
+    assert record["tokens_per_s"] > 0 and record["trainable_pct"] == pytest.approx(3.50, abs=0.05)
+    assert len(record["answers"]) == 3 and all(row["after training"] for row in record["answers"])
+
+    assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out_dir / "adapter" / "tokenizer_config.json").is_file()
+    assert (out_dir / "merged" / "model.safetensors").is_file()
+    assert (out_dir / "merged" / "config.json").is_file()
+    assert 0 < record["adapter_mb"] < record["merged_mb"]

@@ -1,0 +1,117 @@
+"""unsloth_course.inference: chat/generate shapes, templates, restored state, and before/after comparisons."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unsloth_course import inference
+from unsloth_course.backend import FastLanguageModel
+from unsloth_course.inference import chat, compare, generate
+from unsloth_course.prompts import CODE_HEADERS
+
+
+@pytest.fixture
+def templated(monkeypatch):
+    """Replace generation: record the templated texts chat() builds, answer with their index."""
+    seen: list[str] = []
+
+    def fake_generate(model, tokenizer, texts, **kwargs):
+        seen.extend(texts)
+        return [f"answer {i}" for i in range(len(texts))]
+
+    monkeypatch.setattr(inference, "generate", fake_generate)
+    return seen
+
+
+def test_chat_one_prompt_is_a_string_many_are_a_list(tiny_model):
+    model, tokenizer = tiny_model
+    prompts = ["What is the capital of France?", "Name a primary color."]
+    answers = chat(model, tokenizer, prompts, max_new_tokens=6)
+    assert isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) and a for a in answers)
+    single = chat(model, tokenizer, prompts[1], max_new_tokens=6)
+    assert isinstance(single, str)
+    assert single == answers[1]  # left padding: a batched answer equals the unbatched one
+
+
+def test_chat_templates(tiny_model, templated):
+    model, tokenizer = tiny_model
+    assert chat(model, tokenizer, "Hi") == "answer 0"
+    assert templated[-1].endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert "You are a helpful AI assistant named SmolLM" in templated[-1]  # the template's default system
+
+    chat(model, tokenizer, "Hi", system="You are a pirate.")
+    assert templated[-1].startswith("<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHi")
+    assert "SmolLM" not in templated[-1]
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat(model, tokenizer, messages, system="ignored") == "answer 0"  # one conversation: one answer
+    assert "Be brief." in templated[-1] and "ignored" not in templated[-1]
+    assert messages[0] == {"role": "system", "content": "Be brief."}  # the caller's list is not changed
+
+    assert chat(model, tokenizer, [messages, "Hello"]) == ["answer 0", "answer 1"]
+
+
+def test_chat_rejects_no_new_tokens(tiny_model):
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        chat(*tiny_model, "Hi", max_new_tokens=0)
+
+
+def test_chat_restores_padding_side_and_training_mode(tiny_model):
+    model, tokenizer = tiny_model
+    assert tokenizer.padding_side == "right"
+    model.train()
+    try:
+        chat(model, tokenizer, "Hi", max_new_tokens=2)
+        assert model.training
+        assert tokenizer.padding_side == "right"
+    finally:
+        FastLanguageModel.for_inference(model)
+    chat(model, tokenizer, "Hi", max_new_tokens=2)
+    assert not model.training
+
+
+class BrokenModel(torch.nn.Linear):
+    def __init__(self):
+        super().__init__(1, 1)
+        self.config = SimpleNamespace(use_cache=False)
+
+    def generate(self, **kwargs):
+        raise RuntimeError("generation failed")
+
+
+def test_state_restored_after_an_error(tiny_model):
+    _, tokenizer = tiny_model
+    model = BrokenModel().train()
+    with pytest.raises(RuntimeError, match="generation failed"):
+        generate(model, tokenizer, ["Hi"], max_new_tokens=2)
+    assert tokenizer.padding_side == "right"
+    assert model.training
+
+
+def test_generate_continues_a_code_header(tiny_model):
+    model, tokenizer = tiny_model
+    header = CODE_HEADERS[0]
+    (continuation,) = generate(model, tokenizer, [header], max_new_tokens=12)
+    assert continuation and "def is_palindrome" not in continuation  # new text only
+    full = tokenizer(header + continuation, add_special_tokens=False)["input_ids"]
+    assert len(full) - len(tokenizer(header, add_special_tokens=False)["input_ids"]) <= 13
+
+
+def test_compare():
+    table = compare(["<b>bold</b>", [{"role": "user", "content": "last turn"}]], ["x < y", "b1"], ["a0", "a1"])
+    assert table.prompts == ["<b>bold</b>", "last turn"]
+    html = table._repr_html_()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold" not in html
+    assert "x &lt; y" in html
+    assert html.count("<tr>") == 3  # header and two rows
+    text = str(table)
+    assert "--- before training:\nx < y" in text and "--- after training:\na1" in text
+    assert table.to_records()[1] == {"prompt": "last turn", "before training": "b1", "after training": "a1"}
+    custom = compare(["p"], ["b"], ["a"], labels=("base", "tuned"))
+    assert "--- base:\nb" in str(custom) and "--- tuned:\na" in str(custom)
+
+
+def test_compare_needs_one_answer_per_prompt():
+    with pytest.raises(ValueError, match="2 prompts, 1 before, 2 after"):
+        compare(["a", "b"], ["x"], ["y", "z"])

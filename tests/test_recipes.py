@@ -1,0 +1,117 @@
+"""unsloth_course.recipes: every technique x profile builds, and invalid values are refused with the reason."""
+
+import dataclasses
+
+import pytest
+
+from unsloth_course.recipes import (
+    PROFILES,
+    TECHNIQUES,
+    CPTRecipe,
+    DPORecipe,
+    GRPORecipe,
+    SFTRecipe,
+    get_recipe,
+    quick_mode,
+)
+
+CLASSES = {"full": SFTRecipe, "lora": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "cpt": CPTRecipe}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_every_technique_and_profile_builds(technique, profile):
+    recipe = get_recipe(technique, profile)
+    assert type(recipe) is CLASSES[technique]
+    assert (recipe.technique, recipe.profile) == (technique, profile)
+    assert recipe.effective_batch_size == recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps
+    assert dataclasses.replace(recipe) == recipe
+    assert recipe.to_dict()["technique"] == technique
+    if profile == "quick":
+        assert recipe.max_steps <= 10 and recipe.max_seq_length <= 256 and recipe.n_train_rows <= 64
+    if technique == "cpt":
+        assert {"embed_tokens", "lm_head"} <= set(recipe.target_modules)
+        assert recipe.embedding_learning_rate < recipe.learning_rate
+    if technique == "grpo":
+        assert recipe.effective_batch_size % recipe.num_generations == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", "quick"), ("true", "quick"), (" ON ", "quick"),
+                                                   ("0", "full"), ("", "full"), (None, "full")])
+def test_quick_mode_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("UNSLOTH_COURSE_QUICK", raising=False)
+    else:
+        monkeypatch.setenv("UNSLOTH_COURSE_QUICK", value)
+    assert quick_mode() is (expected == "quick")
+    assert get_recipe("lora").profile == expected
+    assert get_recipe("lora", "full").profile == "full"  # an explicit profile wins
+
+
+def test_overrides_apply():
+    recipe = get_recipe("lora", "quick", max_steps=3, lora_r=8)
+    assert (recipe.max_steps, recipe.lora_r) == (3, 8)
+    assert get_recipe("full", "quick", lora_r=0).lora_r == 0  # full fine-tuning has no LoRA rank
+
+
+@pytest.mark.parametrize(
+    ("technique", "overrides", "message"),
+    [
+        ("lora", {"max_steps": 0}, "max_steps=0 must be a positive integer"),
+        ("lora", {"max_steps": 2.0}, "max_steps=2.0 must be a positive integer"),
+        ("lora", {"per_device_train_batch_size": -1}, "per_device_train_batch_size=-1"),
+        ("lora", {"lora_r": 0}, "lora_r=0 must be a positive integer"),
+        ("lora", {"learning_rate": 1.0}, "learning_rate=1.0 is out of range; allowed 1e-07 to 0.01"),
+        ("lora", {"learning_rate": float("nan")}, "learning_rate=nan is out of range"),
+        ("lora", {"lora_dropout": 1.0}, "lora_dropout=1.0 is out of range; allowed 0.0 to 0.9"),
+        ("lora", {"warmup_steps": -1}, "warmup_steps=-1 must be >= 0"),
+        ("grpo", {"num_generations": 3}, "num_generations=3 must divide the generation batch"),
+        ("grpo", {"num_generations": 1}, "num_generations=1 must be >= 2"),
+        ("grpo", {"temperature": 0.0}, "temperature=0.0 is out of range; allowed 0.05 to 2.0"),
+        ("dpo", {"max_prompt_length": 256}, "max_prompt_length=256 must be below max_seq_length=256"),
+        ("dpo", {"beta": 0.0}, "beta=0.0 is out of range"),
+        ("cpt", {"embedding_learning_rate": 1e-4}, "embedding_learning_rate=0.0001 should not exceed"),
+    ],
+)
+def test_invalid_values_name_the_parameter_and_the_range(technique, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        get_recipe(technique, "quick", **overrides)
+
+
+def test_unknown_technique_and_profile():
+    with pytest.raises(ValueError, match="unknown technique 'sft'; allowed: full, lora, dpo, grpo, cpt"):
+        get_recipe("sft")
+    with pytest.raises(ValueError, match="unknown profile 'tiny'; allowed: full, quick"):
+        get_recipe("lora", "tiny")
+    with pytest.raises(ValueError, match="unknown technique"):
+        SFTRecipe(technique="sft", profile="full")
+
+
+def test_replace_validates_again():
+    recipe = get_recipe("lora", "quick")
+    changed = recipe.replace(max_steps=3)
+    assert (changed.max_steps, recipe.max_steps) == (3, 8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.max_steps = 3
+    with pytest.raises(ValueError, match="max_steps=0"):
+        recipe.replace(max_steps=0)
+    with pytest.raises(ValueError, match="num_generations=3"):
+        get_recipe("grpo", "quick").replace(num_generations=3)
+
+
+@pytest.mark.parametrize("overrides", [{"lora_r": True}, {"max_steps": True}])
+def test_booleans_are_not_counts(overrides):
+    with pytest.raises(ValueError):
+        get_recipe("lora", "quick", **overrides)
+
+
+@pytest.mark.parametrize(("technique", "overrides"), [("grpo", {"max_completion_length": 0}),
+                                                      ("dpo", {"max_prompt_length": 0})])
+def test_generation_lengths_must_be_positive(technique, overrides):
+    with pytest.raises(ValueError):
+        get_recipe(technique, "quick", **overrides)
+
+
+def test_cpt_without_embeddings_targets_no_embeddings():
+    recipe = get_recipe("cpt", "quick", train_embeddings=False)
+    assert not {"embed_tokens", "lm_head"} & set(recipe.target_modules)

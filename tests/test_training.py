@@ -1,0 +1,125 @@
+"""unsloth_course.training: optimizer/precision by hardware, shared trainer arguments, OOM advice, a real run."""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unsloth_course import backend, data
+from unsloth_course.backend import LORA_TARGET_MODULES, FastLanguageModel
+from unsloth_course.recipes import get_recipe
+from unsloth_course.training import common_args, is_oom, oom_advice, precision_args, resolve_optim, train
+
+
+@pytest.fixture
+def reported(monkeypatch):
+    monkeypatch.setattr(backend, "_reported", set())
+
+
+def test_resolve_optim_on_cpu_says_it_once(reported, capsys):
+    assert resolve_optim("adamw_8bit") == "adamw_torch"
+    assert resolve_optim("paged_adamw_8bit") == "adamw_torch"
+    assert resolve_optim("adamw_torch_fused") == "adamw_torch_fused"
+    out = capsys.readouterr().out
+    assert out.count("needs bitsandbytes on a CUDA GPU") == 1 and "'adamw_8bit'" in out
+
+
+def test_precision_args_on_cpu():
+    assert precision_args() == {"bf16": False, "fp16": False}
+
+
+def test_common_args_from_the_recipe(reported):
+    from trl import SFTConfig
+
+    recipe = get_recipe("lora", "full")
+    args = common_args(recipe, "out/lora", logging_steps=5)
+    assert args["report_to"] == "none" and args["save_strategy"] == "no"
+    assert args["include_num_input_tokens_seen"] == "non_padding"
+    assert args["output_dir"] == "out/lora" and args["optim"] == "adamw_torch"
+    assert (args["bf16"], args["fp16"]) == (False, False)
+    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "warmup_steps", "lr_scheduler_type", "weight_decay", "seed"):
+        assert args[name] == getattr(recipe, name), name
+    assert args["logging_steps"] == 5  # overrides win
+    config = SFTConfig(**args)  # TRL accepts every key
+    assert (config.max_steps, config.learning_rate) == (recipe.max_steps, recipe.learning_rate)
+
+
+def test_oom_advice_halves_and_doubles():
+    advice = oom_advice(get_recipe("lora", "full"))  # batch 2 x accumulation 4, 512 tokens, 8-bit AdamW
+    assert advice.startswith("CUDA out of memory. Try, in this order:")
+    assert "per_device_train_batch_size=1 with gradient_accumulation_steps=8 (same effective batch 8)" in advice
+    assert "max_seq_length=256 (now 512)" in advice
+    assert "gradient checkpointing is already on" in advice
+    assert "optimizer is already 8-bit" in advice
+    small = oom_advice(get_recipe("lora", "quick", per_device_train_batch_size=1, gradient_checkpointing=False,
+                                  optim="adamw_torch", max_seq_length=200))
+    assert "per_device_train_batch_size is already 1" in small
+    assert "max_seq_length=128 (now 200)" in small
+    assert "use_gradient_checkpointing='unsloth'" in small
+    assert "optim='adamw_8bit'" in small
+
+
+def test_oom_advice_never_suggests_a_longer_sequence():
+    advice = oom_advice(get_recipe("lora", "quick", max_seq_length=100))
+    assert "max_seq_length=128 (now 100)" not in advice
+
+
+def test_is_oom():
+    assert is_oom(torch.cuda.OutOfMemoryError("boom"))
+    assert is_oom(RuntimeError("CUDA error: out of memory"))
+    assert not is_oom(RuntimeError("shape mismatch"))
+
+
+class RaisingTrainer:
+    def __init__(self, error):
+        self.error = error
+
+    def train(self, resume_from_checkpoint=None):
+        raise self.error
+
+
+def test_train_prints_advice_on_oom_and_reraises(capsys):
+    recipe = get_recipe("lora", "full")
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train(RaisingTrainer(torch.cuda.OutOfMemoryError("CUDA out of memory")), recipe)
+    assert capsys.readouterr().out.strip() == oom_advice(recipe)
+    with pytest.raises(RuntimeError, match="shape"):
+        train(RaisingTrainer(RuntimeError("shape mismatch")), recipe)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
+    from trl import SFTConfig, SFTTrainer
+
+    base, tokenizer = tiny_model
+    recipe = get_recipe("lora", "quick", max_steps=2)
+    model = FastLanguageModel.get_peft_model(copy.deepcopy(base), r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+                                             target_modules=list(LORA_TARGET_MODULES))
+    train_set = data.to_prompt_completion(data.load_alpaca(8))
+    config = SFTConfig(**common_args(recipe, str(tmp_path)), max_length=recipe.max_seq_length,
+                       completion_only_loss=True, gradient_checkpointing=False)
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
+    summary = train(trainer, recipe)
+    assert (summary["technique"], summary["profile"], summary["steps"]) == ("lora", "quick", 2)
+    assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0 and summary["runtime_s"] > 0
+    assert summary["trainable_pct"] == pytest.approx(3.50, abs=0.05)
+    assert [step for step, _ in summary["loss_curve"]] == [1, 2]
+    assert math.isfinite(summary["first_loss"]) and math.isfinite(summary["last_loss"])
+    assert summary["memory_device"] == "cpu" and summary["memory_peak_gb"] > 0
+    assert "for 2 steps" in capsys.readouterr().out
+    lora_b = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert lora_b.abs().sum() > 0  # the adapters trained
+
+
+def test_trainer_fake_summary_verbose_off(capsys):
+    trainer = SimpleNamespace(
+        train=lambda resume_from_checkpoint=None: SimpleNamespace(metrics={"train_runtime": 1.0}),
+        state=SimpleNamespace(log_history=[], global_step=0, num_input_tokens_seen=0),
+        model=torch.nn.Linear(2, 2),
+    )
+    summary = train(trainer, get_recipe("cpt", "quick"), technique="custom", verbose=False, note="x")
+    assert (summary["technique"], summary["note"], summary["first_loss"]) == ("custom", "x", None)
+    assert capsys.readouterr().out == ""
