@@ -152,7 +152,9 @@ def test_live_loss_callback_is_a_no_op_outside_ipython():
     figures = plt.get_fignums()
     state = SimpleNamespace(log_history=[{"step": 1, "loss": 1.0}], global_step=1, max_steps=2)
     assert callback.on_log(None, state, None, logs={"loss": 1.0}) is None
-    assert callback.calls == 1 and callback.handle is None
+    assert callback.handle is None and callback.last_draw == 0.0
+    callback.on_train_end(None, state, None)
+    assert callback.handle is None
     assert plt.get_fignums() == figures
 
 

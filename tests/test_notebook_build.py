@@ -228,8 +228,10 @@ def test_setup_cell_installs_on_colab_and_imports_the_embedded_copy(tmp_path):
     work.mkdir()
     program = f"{HIDE_PACKAGE}\ncode = {cell!r}\nexec(code, {{}})\nexec(code, {{}})\n{AFTER}"
     env = clean_env(COLAB_RELEASE_TAG="test", UNSLOTH_COURSE_PKG_DIR=str(target))
+    script = tmp_path / "run_setup_cell.py"  # a file, not `-c`: the embedded package exceeds argv limits
+    script.write_text(program)
     run = subprocess.run(
-        [sys.executable, "-c", program],
+        [sys.executable, str(script)],
         check=False,
         cwd=work,
         env=env,
