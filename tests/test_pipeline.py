@@ -12,7 +12,9 @@ from unsloth_course.pipeline import PipelineError
 
 
 @pytest.mark.slow
-def test_pipeline_cpt_sft_dpo_quick(tmp_path, runs_dir, capsys):
+def test_pipeline_cpt_sft_dpo_quick(tmp_path, monkeypatch, capsys):
+    runs_dir = tmp_path / "runs"  # a private runs/ folder: other tests write standalone records to the shared one
+    monkeypatch.setattr("unsloth_course.metrics.RUNS_DIR", runs_dir)
     out = tmp_path / "pipeline"
     # The quick profile's code path, shortened for CI: 2 steps per stage, 24-token answers, 6 held-out rows.
     pipeline.run_pipeline(["cpt", "sft", "dpo"], quick=True, output_root=out, max_steps=2, max_new_tokens=24,

@@ -41,7 +41,7 @@ def _snapshot(folder):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_step_count(tmp_path):
-    recipe = get_recipe("lora", "quick", max_steps=4)
+    recipe = get_recipe("lora", "quick", max_steps=4, max_new_tokens=12, n_train_rows=16)
     out, records = tmp_path / "lora", tmp_path / "runs"
     with pytest.raises(Interrupted):
         run("lora", recipe, out, save_steps=2, callbacks=[CrashAfterCheckpoint(2)], runs_dir=records)
@@ -89,7 +89,7 @@ def test_resume_without_checkpoint_fails_before_loading_a_model(tmp_path, monkey
     (out / "checkpoint-3").mkdir()  # incomplete: no trainer_state.json
     (out / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"partial")
     before = _snapshot(tmp_path)
-    recipe = get_recipe("lora", "quick", max_steps=4)
+    recipe = get_recipe("lora", "quick", max_steps=4, max_new_tokens=12, n_train_rows=16)
     with pytest.raises(NoCheckpointError, match="--save-steps"):
         run("lora", recipe, out, resume=True, runs_dir=tmp_path / "runs")
     with pytest.raises(NoCheckpointError, match="does not exist"):
