@@ -16,6 +16,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
 
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"  # positions count from the start of each row (a saved tokenizer may say left)
     with inference_mode(model):
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
@@ -26,6 +28,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
             total_loss += nll[mask].sum().item()
             total_tokens += int(mask.sum())
+    tokenizer.padding_side = side
     return math.exp(total_loss / total_tokens)
 
 
