@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -62,7 +64,7 @@ from trl import pack_dataset
 
 from unsloth_course import data, metrics, training
 from unsloth_course.evaluation import perplexity
-from unsloth_course.inference import compare, generate
+from unsloth_course.inference import compare, generate, inference_mode
 from unsloth_course.prompts import CODE_HEADERS
 
 recipe = get_recipe("cpt")
@@ -331,10 +333,10 @@ metrics.plot_loss(trainer.state.log_history, "continued pretraining: training lo
 
 # %% [markdown]
 # ### Did each group really train at its own rate?
-# The plot: each group's learning rate at every step, as the callback recorded it (warm-up, then linear
-# decay; the scheduler scales both groups alike). The table, measured on the weights: AdamW moves a weight by
-# at most about its learning rate per step, so a group's largest change should be close to the sum of its
-# learning rates over the steps. LoRA's `B` starts at zero, so its largest entry is its largest change.
+# Left: each group's learning rate at every step (warm-up, then linear decay; the scheduler scales both
+# groups alike). Right, measured on the weights: AdamW moves a weight by at most about its learning rate per
+# step, so a group's largest change should be close to the sum of its learning rates over the steps. `B` of
+# LoRA starts at zero, so its largest entry is its largest change.
 
 # %%
 names = [group_name(group) for group in trainer.optimizer.param_groups]
@@ -391,12 +393,12 @@ model.save_pretrained_merged(merged_dir, tokenizer, save_method="merged_16bit")
 sizes = {"adapter": metrics.folder_size_mb(adapter_dir), "merged 16-bit": metrics.folder_size_mb(merged_dir)}
 pd.DataFrame({"size (MB)": sizes}).round(1)
 
+
 # %% [markdown]
 # Which full matrices each folder stores (LoRA's small `A`/`B` left out), with their dtype. A tied model's
 # merged checkpoint should store the embedding matrix **once** and say `tie_word_embeddings: true` in its
 # config, so that loading rebuilds `lm_head` from it. Look also at the adapter: PEFT may write the tied matrix
 # under both names, which is most of its size.
-
 
 # %%
 def stored_matrices(folder: str) -> dict[str, str]:
@@ -515,31 +517,28 @@ merge_check.round(4)
 # - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal
 #   attention, the second function would attend to the first: the model would learn to predict code from an
 #   unrelated neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the
-#   boundaries to the attention (on GPU, Unsloth's varlen / block-diagonal attention kernels; on CPU, PyTorch
-#   attention with a block-diagonal mask that transformers builds from the restarted positions), so attention
-#   stays inside each function. Measured below with a batch built by the trainer's own collator: the second
-#   function of a packed sequence, in the packed batch and in a plain causal pass over the same tokens,
-#   against running it alone.
+#   boundaries to the attention (FlashAttention on GPU; on CPU, PyTorch attention with a block-diagonal mask
+#   that transformers builds from the restarted positions), so attention stays inside each function. Measured
+#   below: the second function of the packed sequence shown earlier, run with and without restarted
+#   positions, against running it alone (no KV cache, as in training).
 
 # %%
-row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)  # several functions
-batch = trainer.data_collator([row])  # exactly what a training step receives
-inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "labels"}
-first, second = row["seq_lengths"][:2]
-ids = inputs["input_ids"]
-with torch.no_grad():  # use_cache=False: no KV cache, as in training
-    packed_pass = model(**inputs, use_cache=False).logits[:, first:first + second].float()
-    plain_causal = model(input_ids=ids, use_cache=False).logits[:, first:first + second].float()
+ids = torch.tensor([example["input_ids"]], device=model.device)  # the packed sequence shown under Data
+first, second = example["seq_lengths"][:2]
+restarted = torch.cat([torch.arange(n) for n in example["seq_lengths"]])[None].to(model.device)
+with inference_mode(model), torch.no_grad():  # use_cache=False: no KV cache, as in training
     alone = model(input_ids=ids[:, first:first + second], use_cache=False).logits.float()
-leak_packed = (packed_pass - alone).abs().max().item()
+    with_restart = model(input_ids=ids, position_ids=restarted, use_cache=False).logits.float()
+    plain_causal = model(input_ids=ids, use_cache=False).logits.float()
+with_restart, plain_causal = with_restart[:, first:first + second], plain_causal[:, first:first + second]
+leak_restart = (with_restart - alone).abs().max().item()
 leak_plain = (plain_causal - alone).abs().max().item()
-print(f"trainer batch: {sorted(batch)}")
 print(f"second function ({second} tokens) after a first one of {first} tokens; "
       "largest logit difference to running it alone:")
-print(f"  packed batch (as trained): {leak_packed:.3g}")
-print(f"  plain causal attention   : {leak_plain:.3g}")
-print("-> in the packed batch the second function " + ("does not see the first one on this backend"
-      if leak_packed < 1e-2 * max(leak_plain, 1e-9) else "still sees the first one on this backend"))
+print(f"  positions restarted (packing): {leak_restart:.3g}")
+print(f"  plain causal attention       : {leak_plain:.3g}")
+print("-> with restarted positions the second function " + ("does not see the first one on this backend"
+      if leak_restart < 1e-2 * max(leak_plain, 1e-9) else "still sees the first one on this backend"))
 
 # %% [markdown]
 # ## Pitfalls and best practices
