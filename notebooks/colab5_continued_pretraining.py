@@ -4,8 +4,6 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -64,7 +62,7 @@ from trl import pack_dataset
 
 from unsloth_course import data, metrics, training
 from unsloth_course.evaluation import perplexity
-from unsloth_course.inference import compare, generate, inference_mode
+from unsloth_course.inference import compare, generate
 from unsloth_course.prompts import CODE_HEADERS
 
 recipe = get_recipe("cpt")
@@ -333,10 +331,10 @@ metrics.plot_loss(trainer.state.log_history, "continued pretraining: training lo
 
 # %% [markdown]
 # ### Did each group really train at its own rate?
-# Left: each group's learning rate at every step (warm-up, then linear decay; the scheduler scales both
-# groups alike). Right, measured on the weights: AdamW moves a weight by at most about its learning rate per
-# step, so a group's largest change should be close to the sum of its learning rates over the steps. `B` of
-# LoRA starts at zero, so its largest entry is its largest change.
+# The plot: each group's learning rate at every step, as the callback recorded it (warm-up, then linear
+# decay; the scheduler scales both groups alike). The table, measured on the weights: AdamW moves a weight by
+# at most about its learning rate per step, so a group's largest change should be close to the sum of its
+# learning rates over the steps. LoRA's `B` starts at zero, so its largest entry is its largest change.
 
 # %%
 names = [group_name(group) for group in trainer.optimizer.param_groups]
@@ -393,12 +391,12 @@ model.save_pretrained_merged(merged_dir, tokenizer, save_method="merged_16bit")
 sizes = {"adapter": metrics.folder_size_mb(adapter_dir), "merged 16-bit": metrics.folder_size_mb(merged_dir)}
 pd.DataFrame({"size (MB)": sizes}).round(1)
 
-
 # %% [markdown]
 # Which full matrices each folder stores (LoRA's small `A`/`B` left out), with their dtype. A tied model's
 # merged checkpoint should store the embedding matrix **once** and say `tie_word_embeddings: true` in its
 # config, so that loading rebuilds `lm_head` from it. Look also at the adapter: PEFT may write the tied matrix
 # under both names, which is most of its size.
+
 
 # %%
 def stored_matrices(folder: str) -> dict[str, str]:
@@ -465,21 +463,51 @@ assert differs_from_base.any(), "the merged embeddings are the base model's: the
 # the entries differ from the base model, and it applies to the LoRA updates merged into the projections too.
 
 # %% [markdown]
-# ### Check 2: perplexity of the reloaded model
+# ### Check 2: the LoRA updates in the projections
+# Merging writes `W + (alpha/r)·B·A` into each adapted projection. For every adapted matrix, the trained
+# `W + ΔW` rounded to the checkpoint's dtype is what the file should hold. Look at how many entries the merge
+# should change (where that rounded sum differs from `W`) and whether the file changed them: a merge that
+# dropped the adapters would leave them all at `W`.
+
+# %%
+counts = {"adapted matrices": 0, "entries": 0, "entries equal to W + ΔW rounded": 0,
+          "entries the merge should change": 0, "of those, changed in the file": 0}
+for name, module in model.named_modules():
+    if not (hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")):
+        continue  # only LoRA-wrapped projections
+    base_weight = module.base_layer.weight.detach().float()
+    delta = module.get_delta_weight(module.active_adapters[0]).detach().float()  # (alpha/r)·B·A
+    expected = (base_weight + delta).to(saved_dtype).float().cpu()
+    in_file = merged_model.get_submodule(name.removeprefix("base_model.model.")).weight.detach().float().cpu()
+    should_change = expected != base_weight.cpu()
+    counts["adapted matrices"] += 1
+    counts["entries"] += expected.numel()
+    counts["entries equal to W + ΔW rounded"] += int((in_file == expected).sum())
+    counts["entries the merge should change"] += int(should_change.sum())
+    counts["of those, changed in the file"] += int((in_file != base_weight.cpu())[should_change].sum())
+for label, value in counts.items():
+    print(f"{label:35s}: {value:,}")
+changed_share = counts["of those, changed in the file"] / max(counts["entries the merge should change"], 1)
+print(f"share of the merge's changes found in the file: {changed_share:.2%}")
+assert counts["adapted matrices"] > 0, "no LoRA projection found"
+assert counts["entries equal to W + ΔW rounded"] >= 0.99 * counts["entries"], "projections differ from W + ΔW"
+assert changed_share >= 0.9, "the merged projections are the base weights: the LoRA training was lost"
+
+# %% [markdown]
+# ### Check 3: perplexity of the reloaded model
 # Held-out code perplexity of the reloaded merged model against the trained model in memory. Tolerance: 2%
 # relative. A merge that breaks the model (an untied or random output head, lost weights) changes
 # perplexity by far more; 16-bit rounding of every weight by much less. `share of the gain kept` says how
 # much of training's improvement the 16-bit checkpoint holds: updates smaller than half a 16-bit step round
 # away (see above).
 #
-# One detail first: a fast tokenizer saves the padding direction of its last padded call. `generate` pads on
-# the left (generation continues after the last real token), so a tokenizer saved after generating can reload
-# padding on the left. `perplexity` counts positions from the start of each row and needs right padding, so it
-# is set explicitly (the printout shows what was loaded).
+# One detail: a fast tokenizer saves the padding direction of its last padded call. `generate` pads on the
+# left (generation continues after the last real token), so a tokenizer saved after generating can reload
+# padding on the left (printed below). That suits generation; `perplexity` pads on the right itself, because
+# it counts positions from the start of each row.
 
 # %%
 print(f"reloaded tokenizer padding side: {merged_tokenizer.padding_side}")
-merged_tokenizer.padding_side = "right"  # as in training; left padding would shift positions in perplexity
 ppl_reloaded = perplexity(merged_model, merged_tokenizer, held_out_code, recipe.max_seq_length)
 gain = ppl_before["code"] - ppl_after["code"]
 merge_check = pd.DataFrame({"held-out code perplexity": {
@@ -517,28 +545,31 @@ merge_check.round(4)
 # - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal
 #   attention, the second function would attend to the first: the model would learn to predict code from an
 #   unrelated neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the
-#   boundaries to the attention (FlashAttention on GPU; on CPU, PyTorch attention with a block-diagonal mask
-#   that transformers builds from the restarted positions), so attention stays inside each function. Measured
-#   below: the second function of the packed sequence shown earlier, run with and without restarted
-#   positions, against running it alone (no KV cache, as in training).
+#   boundaries to the attention (on GPU, Unsloth's varlen / block-diagonal attention kernels; on CPU, PyTorch
+#   attention with a block-diagonal mask that transformers builds from the restarted positions), so attention
+#   stays inside each function. Measured below with a batch built by the trainer's own collator: the second
+#   function of a packed sequence, in the packed batch and in a plain causal pass over the same tokens,
+#   against running it alone.
 
 # %%
-ids = torch.tensor([example["input_ids"]], device=model.device)  # the packed sequence shown under Data
-first, second = example["seq_lengths"][:2]
-restarted = torch.cat([torch.arange(n) for n in example["seq_lengths"]])[None].to(model.device)
-with inference_mode(model), torch.no_grad():  # use_cache=False: no KV cache, as in training
+row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)  # several functions
+batch = trainer.data_collator([row])  # exactly what a training step receives
+inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "labels"}
+first, second = row["seq_lengths"][:2]
+ids = inputs["input_ids"]
+with torch.no_grad():  # use_cache=False: no KV cache, as in training
+    packed_pass = model(**inputs, use_cache=False).logits[:, first:first + second].float()
+    plain_causal = model(input_ids=ids, use_cache=False).logits[:, first:first + second].float()
     alone = model(input_ids=ids[:, first:first + second], use_cache=False).logits.float()
-    with_restart = model(input_ids=ids, position_ids=restarted, use_cache=False).logits.float()
-    plain_causal = model(input_ids=ids, use_cache=False).logits.float()
-with_restart, plain_causal = with_restart[:, first:first + second], plain_causal[:, first:first + second]
-leak_restart = (with_restart - alone).abs().max().item()
+leak_packed = (packed_pass - alone).abs().max().item()
 leak_plain = (plain_causal - alone).abs().max().item()
+print(f"trainer batch: {sorted(batch)}")
 print(f"second function ({second} tokens) after a first one of {first} tokens; "
       "largest logit difference to running it alone:")
-print(f"  positions restarted (packing): {leak_restart:.3g}")
-print(f"  plain causal attention       : {leak_plain:.3g}")
-print("-> with restarted positions the second function " + ("does not see the first one on this backend"
-      if leak_restart < 1e-2 * max(leak_plain, 1e-9) else "still sees the first one on this backend"))
+print(f"  packed batch (as trained): {leak_packed:.3g}")
+print(f"  plain causal attention   : {leak_plain:.3g}")
+print("-> in the packed batch the second function " + ("does not see the first one on this backend"
+      if leak_packed < 1e-2 * max(leak_plain, 1e-9) else "still sees the first one on this backend"))
 
 # %% [markdown]
 # ## Pitfalls and best practices
