@@ -12,13 +12,12 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     """exp(mean next-token loss) over all tokens of `texts` (padding excluded)."""
     if not texts:
         raise ValueError("perplexity needs at least one text")
-    from .inference import inference_mode
+    from .inference import inference_mode, padding_side
 
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"  # positions count from the start of each row (a saved tokenizer may say left)
-    with inference_mode(model):
+    # positions count from the start of each row (a tokenizer saved after generating may say left)
+    with padding_side(tokenizer, "right"), inference_mode(model):
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
                             truncation=True, max_length=max_length).to(device)
@@ -28,7 +27,6 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
             total_loss += nll[mask].sum().item()
             total_tokens += int(mask.sum())
-    tokenizer.padding_side = side
     return math.exp(total_loss / total_tokens)
 
 

@@ -24,6 +24,17 @@ def _as_messages(prompt: Prompt, system: str | None) -> list[Message]:
 
 
 @contextmanager
+def padding_side(tokenizer, side: str) -> Iterator[None]:
+    """Pad on `side` ("left" to generate, "right" to score) inside the block; restore it afterwards."""
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = previous
+
+
+@contextmanager
 def inference_mode(model) -> Iterator[None]:
     """Switch the model to inference (Unsloth's fast path on GPU) and back to training afterwards."""
     from .backend import FastLanguageModel
@@ -85,26 +96,22 @@ def generate(
     from transformers import TextStreamer
 
     answers: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only models generate after the last real token
-    try:
-        with inference_mode(model), torch.no_grad():
-            step = 1 if stream else batch_size
-            for start in range(0, len(texts), step):
-                chunk = list(texts[start:start + step])
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(_device(model)) for k, v in enc.items()}
-                kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                if do_sample:
-                    kwargs["temperature"] = temperature
-                if stream:
-                    kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-                out = model.generate(**enc, **kwargs)
-                new = out[:, enc["input_ids"].shape[1]:]
-                answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
+    # decoder-only models generate after the last real token: pad on the left
+    with padding_side(tokenizer, "left"), inference_mode(model), torch.no_grad():
+        step = 1 if stream else batch_size
+        for start in range(0, len(texts), step):
+            chunk = list(texts[start:start + step])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(_device(model)) for k, v in enc.items()}
+            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            if do_sample:
+                kwargs["temperature"] = temperature
+            if stream:
+                kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            out = model.generate(**enc, **kwargs)
+            new = out[:, enc["input_ids"].shape[1]:]
+            answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return answers
 
 
