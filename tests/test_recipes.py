@@ -34,6 +34,11 @@ def test_every_technique_and_profile_builds(technique, profile):
         assert recipe.embedding_learning_rate < recipe.learning_rate
     if technique == "grpo":
         assert recipe.effective_batch_size % recipe.num_generations == 0
+    if profile == "throughput":  # the big-GPU speed settings the bench measures
+        assert not recipe.gradient_checkpointing and recipe.optim == "adamw_torch_fused"
+        assert recipe.gradient_accumulation_steps == 1
+        if technique in ("full", "lora", "cpt"):
+            assert recipe.packing and recipe.max_seq_length == 2048
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", "quick"), ("true", "quick"), (" ON ", "quick"),

@@ -77,6 +77,9 @@ class RaisingTrainer:
     def __init__(self, error):
         self.error = error
 
+    def add_callback(self, callback):  # train() attaches its StepClock
+        self.callback = callback
+
     def train(self, resume_from_checkpoint=None):
         raise self.error
 
@@ -104,6 +107,7 @@ def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
     summary = train(trainer, recipe)
     assert (summary["technique"], summary["profile"], summary["steps"]) == ("lora", "quick", 2)
+    assert summary["step_time_median_s"] > 0 and summary["steady_tokens_per_s"] > 0  # StepClock attached
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0 and summary["runtime_s"] > 0
     assert summary["trainable_pct"] == pytest.approx(3.50, abs=0.05)
     assert [step for step, _ in summary["loss_curve"]] == [1, 2]
@@ -119,7 +123,18 @@ def test_trainer_fake_summary_verbose_off(capsys):
         train=lambda resume_from_checkpoint=None: SimpleNamespace(metrics={"train_runtime": 1.0}),
         state=SimpleNamespace(log_history=[], global_step=0, num_input_tokens_seen=0),
         model=torch.nn.Linear(2, 2),
+        add_callback=lambda callback: None,
     )
     summary = train(trainer, get_recipe("cpt", "quick"), technique="custom", verbose=False, note="x")
     assert (summary["technique"], summary["note"], summary["first_loss"]) == ("custom", "x", None)
     assert capsys.readouterr().out == ""
+
+
+def test_t4_emulation_is_fp16_only(monkeypatch):
+    from unsloth_course import backend
+
+    monkeypatch.setenv("UNSLOTH_COURSE_EMULATE_T4", "1")
+    assert backend.emulating_t4() and not backend.is_bfloat16_supported()
+    assert backend.apply_t4_emulation() is None  # no CUDA here: nothing to cap
+    monkeypatch.setenv("UNSLOTH_COURSE_EMULATE_T4", "0")
+    assert not backend.emulating_t4()

@@ -30,8 +30,34 @@ def report_once(key: str, message: str) -> None:
         print(message)
 
 
+T4_MEMORY_GB = 15.0
+
+
+def emulating_t4() -> bool:
+    """UNSLOTH_COURSE_EMULATE_T4=1 on a big GPU: fp16 only and at most 15 GB, like a free Colab T4.
+
+    This is how the course proves that the `full` profiles fit a T4 without one: same code, T4's precision,
+    T4's memory (torch.cuda.set_per_process_memory_fraction makes allocations beyond the cap fail with OOM).
+    """
+    return os.environ.get("UNSLOTH_COURSE_EMULATE_T4", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def apply_t4_emulation() -> float | None:
+    """Cap this process's CUDA memory at 15 GB when emulating a T4; returns the cap in GB (None: no cap)."""
+    if not (emulating_t4() and torch.cuda.is_available()):
+        return None
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = min(T4_MEMORY_GB * 1e9, total)
+    torch.cuda.set_per_process_memory_fraction(cap / total)
+    report_once("t4", f"UNSLOTH_COURSE_EMULATE_T4: fp16 only, CUDA memory capped at {cap / 1e9:.1f} GB "
+                f"of {total / 1e9:.1f} GB")
+    return cap / 1e9
+
+
 def is_bfloat16_supported() -> bool:
     """bf16 needs an Ampere or newer GPU; a T4 has fp16 only, and the CPU path trains in fp32."""
+    if emulating_t4():
+        return False
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
@@ -62,6 +88,7 @@ def _try_import_unsloth() -> tuple[Any | None, str]:
 
 _unsloth, _BACKEND_REASON = _try_import_unsloth()
 BACKEND = "unsloth" if _unsloth is not None else "plain"
+MEMORY_CAP_GB = apply_t4_emulation()
 
 
 def _version(package: str) -> str | None:
@@ -82,13 +109,15 @@ class BackendInfo:
     dtype: str
     gpu_memory_gb: float | None
     versions: dict[str, str | None] = field(default_factory=dict)
+    memory_cap_gb: float | None = None
 
     def __str__(self) -> str:
         lines = [
             f"backend : {self.backend} ({self.reason})",
             f"device  : {self.device} - {self.device_name}"
             + (f", {self.gpu_memory_gb:.1f} GB" if self.gpu_memory_gb else ""),
-            f"dtype   : {self.dtype}",
+            f"dtype   : {self.dtype}"
+            + (f" (emulating a T4: fp16, memory capped at {self.memory_cap_gb:.1f} GB)" if self.memory_cap_gb else ""),
             "versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items() if v),
         ]
         return "\n".join(lines)
@@ -108,6 +137,7 @@ def backend_info() -> BackendInfo:
         dtype=str(default_dtype()).replace("torch.", ""),
         gpu_memory_gb=props.total_memory / 1e9 if props else None,
         versions={p: _version(p) for p in packages},
+        memory_cap_gb=MEMORY_CAP_GB,
     )
 
 
@@ -303,6 +333,8 @@ if _unsloth is not None:
 
         @staticmethod
         def from_pretrained(model_name: str = DEFAULT_MODEL, *args: Any, **kwargs: Any):
+            if kwargs.get("dtype") is None and not args:
+                kwargs["dtype"] = default_dtype()  # Unsloth's own choice, except when emulating a T4 (fp16)
             model, tokenizer = _UnslothFLM.from_pretrained(resolve_model(model_name), *args, **kwargs)
             if model_name == DEFAULT_MODEL:
                 fix_special_tokens(tokenizer)
@@ -327,6 +359,7 @@ __all__ = [
     "UnslothTrainingArguments",
     "backend_info",
     "default_dtype",
+    "emulating_t4",
     "is_bfloat16_supported",
     "report_once",
 ]

@@ -2,8 +2,9 @@
 
 Each backend runs in its own process (the backend is chosen at import: UNSLOTH_COURSE_BACKEND=unsloth|plain)
 through `unsloth-course run`, and the run records are compared: step time, trained tokens/s (padding not
-counted), peak GPU memory, loss at matching steps, and the Unsloth/plain ratio. On a CPU only the plain
-backend runs, and the table says why.
+counted), peak GPU memory, loss at matching steps, and the Unsloth/plain ratio; for GRPO also generated
+tokens/s and the share of time spent generating. A backend that fails (e.g. out of memory) gets its error in
+the table, and the other still runs. On a CPU only the plain backend runs, and the table says why.
 """
 
 from __future__ import annotations
@@ -28,33 +29,57 @@ def available_backends() -> tuple[list[str], str]:
     return ["unsloth", "plain"], "both backends, same recipe and data"
 
 
-def run_backend(technique: str, backend: str, profile: str, steps: int | None, workdir: Path) -> dict:
+def run_backend(technique: str, backend: str, profile: str, steps: int | None, workdir: Path,
+                torch_profile: int | None = None) -> dict:
     """`unsloth-course run` in a child process with the backend forced; returns its run record."""
     runs = workdir / f"runs-{backend}"
     env = dict(os.environ, UNSLOTH_COURSE_BACKEND=backend, UNSLOTH_COURSE_RUNS=str(runs))
+    if torch_profile:
+        env["UNSLOTH_COURSE_TORCH_PROFILE"] = str(torch_profile)
     command = [sys.executable, "-m", "unsloth_course", "run", technique, "--profile", profile,
                "--output-dir", str(workdir / f"out-{backend}")]
     if steps:
         command += ["--max-steps", str(steps)]
     print(f"bench: {backend} backend: {' '.join(command[1:])}", flush=True)
     completed = subprocess.run(command, env=env, text=True, capture_output=True)
+    log = workdir / f"{technique}-{backend}.log"
+    log.write_text(completed.stdout + "\n" + completed.stderr)
+    if torch_profile:
+        _print_profile(completed.stdout, backend)
     if completed.returncode:
         raise RuntimeError(f"{backend} run failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}"
                            f"\n{completed.stderr[-3000:]}")
     return json.loads((runs / f"{technique}.json").read_text())
 
 
+def _print_profile(stdout: str, backend: str) -> None:
+    start = stdout.find("torch.profiler:")
+    if start >= 0:
+        print(f"bench: {backend} backend, {stdout[start:].split(chr(10) + chr(10))[0]}", flush=True)
+
+
+def _error_line(error: Exception) -> str:
+    text = str(error)
+    if "out of memory" in text.lower():
+        return "CUDA out of memory"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:200]
+
+
 def measurements(record: dict) -> dict:
     steps = record.get("steps") or 0
     runtime = record.get("runtime_s") or 0.0
-    return {
+    return {  # steady state (median over steps after the first two) where recorded, else the run average
         "steps": steps,
-        "step_time_s": round(runtime / steps, 4) if steps else None,
-        "tokens_per_s": record.get("tokens_per_s"),
+        "step_time_s": record.get("step_time_median_s") or (round(runtime / steps, 4) if steps else None),
+        "tokens_per_s": record.get("steady_tokens_per_s") or record.get("tokens_per_s"),
+        "average_tokens_per_s": record.get("tokens_per_s"),
         "peak_memory_gb": record.get("memory_peak_gb"),
         "memory_device": record.get("memory_device"),
         "loss_curve": record.get("loss_curve", []),
         "backend_reason": record.get("backend", {}).get("reason"),
+        **{key: record[key] for key in ("generated_tokens_per_s", "generation_share", "generation_s",
+                                        "memory_cap_gb") if record.get(key) is not None},
     }
 
 
@@ -63,19 +88,32 @@ def _loss_at(curve: list, step: int) -> float | None:
 
 
 def format_table(technique: str, results: dict[str, dict], note: str) -> str:
-    steps = sorted({s for r in results.values() for s, _ in r["loss_curve"]})
+    ok = {b: r for b, r in results.items() if "error" not in r}
+    steps = sorted({s for r in ok.values() for s, _ in r["loss_curve"]})
     checkpoints = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
-    header = ["backend", "step time (s)", "tokens/s", "peak memory (GB)"] + [f"loss @{s}" for s in checkpoints]
+    generation = any("generated_tokens_per_s" in r for r in ok.values())
+    header = ["backend", "median step (s)", "tokens/s", "peak memory (GB)"]
+    header += ["generated tokens/s", "generation share"] if generation else []
+    header += [f"loss @{s}" for s in checkpoints]
     lines = [f"bench {technique}: {note}", " | ".join(header), " | ".join("---" for _ in header)]
     for backend, r in results.items():
+        if "error" in r:
+            lines.append(" | ".join([backend, f"failed: {r['error']}"] + ["-"] * (len(header) - 2)))
+            continue
         row = [backend, f"{r['step_time_s']:.3f}" if r["step_time_s"] else "-",
                f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
                f"{r['peak_memory_gb']:.2f} ({r['memory_device']})"]
+        if generation:
+            row += [f"{r['generated_tokens_per_s']:,.0f}" if r.get("generated_tokens_per_s") else "-",
+                    f"{r['generation_share']:.0%}" if r.get("generation_share") is not None else "-"]
         row += [f"{_loss_at(r['loss_curve'], s):.4f}" if _loss_at(r["loss_curve"], s) is not None else "-"
                 for s in checkpoints]
         lines.append(" | ".join(row))
-    if {"unsloth", "plain"} <= results.keys():
-        u, p = results["unsloth"], results["plain"]
+    if technique == "dpo":
+        lines.append("DPO generates nothing while training: its tokens/s counts the chosen and rejected "
+                     "sequences (prompt included) of every pair.")
+    if {"unsloth", "plain"} <= ok.keys():
+        u, p = ok["unsloth"], ok["plain"]
         if u["tokens_per_s"] and p["tokens_per_s"]:
             lines.append(f"Unsloth / plain tokens/s: {u['tokens_per_s'] / p['tokens_per_s']:.2f}x; "
                          f"peak memory: {u['peak_memory_gb'] / p['peak_memory_gb']:.2f}x")
@@ -83,11 +121,26 @@ def format_table(technique: str, results: dict[str, dict], note: str) -> str:
 
 
 def bench(technique: str, profile: str = "full", steps: int | None = None, json_path: str | None = None,
-          workdir: str | None = None) -> dict:
+          workdir: str | None = None, torch_profile: int | None = None) -> dict:
+    """Run `technique` on every available backend; print the table, optionally write JSON; return the report.
+
+    workdir keeps the child runs' outputs and logs (default: a temporary folder). torch_profile=N profiles N
+    steps of each run with torch.profiler and prints its top operators.
+    """
     backends, note = available_backends()
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="unsloth-course-bench-") as tmp:
         root = Path(workdir or tmp)
-        results = {b: measurements(run_backend(technique, b, profile, steps, root)) for b in backends}
+        root.mkdir(parents=True, exist_ok=True)
+        for backend in backends:
+            try:
+                results[backend] = measurements(run_backend(technique, backend, profile, steps, root, torch_profile))
+            except RuntimeError as error:  # one backend failing (e.g. OOM) must not hide the other's result
+                print(f"bench: {backend} backend failed: {_error_line(error)}", flush=True)
+                results[backend] = {"error": _error_line(error)}
+    if not any("error" not in r for r in results.values()):
+        raise RuntimeError(f"bench {technique}: every backend failed: "
+                           + "; ".join(f"{b}: {r['error']}" for b, r in results.items()))
     report = {"technique": technique, "profile": profile, "note": note, "results": results}
     print(format_table(technique, results, note))
     if json_path:

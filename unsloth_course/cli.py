@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", choices=PROFILES, default="full")
     bench.add_argument("--steps", type=_positive_int, help="training steps per backend (default: the recipe's)")
     bench.add_argument("--json", help="also write the results as JSON to this file")
+    bench.add_argument("--workdir", help="keep each backend's run output and log here (default: temporary)")
+    bench.add_argument("--torch-profile", type=_positive_int, metavar="N",
+                       help="profile N training steps of each backend with torch.profiler; print the top operators")
     plan = sub.add_parser("plan", help="estimate GPU memory (weights, adapter, optimizer, activations) from the "
                           "model's config and say whether it fits, with which batch and sequence length")
     add_plan_arguments(plan)
@@ -90,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from .bench import bench
 
-        bench(args.technique, args.profile, args.steps, args.json)
+        try:
+            bench(args.technique, args.profile, args.steps, args.json, workdir=args.workdir,
+                  torch_profile=args.torch_profile)
+        except RuntimeError as error:
+            return _error("bench", error)
         return 0
     if args.command == "export":
         from .export import ExportError, export_ggufs, format_results

@@ -147,7 +147,9 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"time        : {summary['runtime_s']:.1f} s for {summary['steps']} steps",
         f"throughput  : {summary['samples_per_s']} samples/s"
-        + (f", {summary['tokens_per_s']:,.0f} tokens/s (non-padding)" if summary.get("tokens_per_s") else ""),
+        + (f", {summary['tokens_per_s']:,.0f} tokens/s (non-padding)" if summary.get("tokens_per_s") else "")
+        + (f"; steady state {summary['steady_tokens_per_s']:,.0f} tokens/s, median step "
+           f"{summary['step_time_median_s']:.3f} s" if summary.get("steady_tokens_per_s") else ""),
         f"loss        : {summary['first_loss']} -> {summary['last_loss']}",
         f"parameters  : {summary['trainable_params']:,} trainable of {summary['total_params']:,} "
         f"({summary['trainable_pct']}%)",

@@ -1,8 +1,10 @@
 """One source of truth for each technique's hyperparameters, read by the notebooks and the CLI.
 
-Each recipe has a `full` profile (the notebook defaults, sized for a free Colab T4) and a `quick`
-profile (CPU and CI: a minute or two). UNSLOTH_COURSE_QUICK=1 selects quick. Only sizes differ
-between profiles; the code path is the same.
+Each recipe has a `full` profile (the notebook defaults, sized for a free Colab T4), a `quick`
+profile (CPU and CI: a minute or two) and a `throughput` profile (a big GPU: packed 2048-token rows,
+large micro-batches, no gradient checkpointing, fused AdamW; for `unsloth-course bench`).
+UNSLOTH_COURSE_QUICK=1 selects quick. Only sizes and speed settings differ between profiles; the code
+path is the same.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from .models import DEFAULT_MODEL
 
 TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
-PROFILES = ("full", "quick")
+PROFILES = ("full", "quick", "throughput")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -164,20 +166,33 @@ class CPTRecipe(Recipe):
 _QUICK = dict(max_seq_length=256, n_train_rows=64, n_eval_rows=8, per_device_train_batch_size=2,
               gradient_accumulation_steps=1, warmup_steps=1, max_new_tokens=48)
 
+# Big-GPU speed settings (H100 class; not for a T4): packing fills every row with 2048 real tokens, so no
+# compute is spent on padding; without gradient checkpointing nothing is recomputed in the backward pass;
+# the fused AdamW updates all parameters in a few kernels. Micro-batches were chosen to fit 80 GB with both
+# backends (plain transformers materializes the full fp32 logits, Unsloth chunks them).
+_THROUGHPUT = dict(max_seq_length=2048, per_device_train_batch_size=16, gradient_accumulation_steps=1,
+                   gradient_checkpointing=False, optim="adamw_torch_fused", max_steps=20, warmup_steps=2,
+                   logging_steps=1, n_eval_rows=16, max_new_tokens=32)
+
 _PROFILES: dict[str, dict[str, dict]] = {
     "full": {
         "full": dict(learning_rate=2e-5, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-5, max_steps=8),
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, packing=True, n_train_rows=10000),
     },
     "lora": {
         "full": dict(learning_rate=2e-4, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-4, max_steps=8),
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-4, packing=True, n_train_rows=10000),
     },
     "dpo": {
         "full": dict(learning_rate=5e-5, max_steps=80, n_train_rows=400, n_eval_rows=64, warmup_steps=8,
                      max_seq_length=384, max_prompt_length=192, beta_sweep_steps=15, weight_decay=0.0),
         "quick": dict(_QUICK, learning_rate=5e-5, max_steps=6, n_eval_rows=12, max_prompt_length=128,
                       beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
+        # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead
+        "throughput": dict(_THROUGHPUT, learning_rate=5e-5, max_seq_length=1024, max_prompt_length=512,
+                           per_device_train_batch_size=32, n_train_rows=1200, weight_decay=0.0),
     },
     "grpo": {
         # 2 prompts x 8 completions per step; a 30-step format warm-up leaves room for GRPO to raise both the
@@ -190,6 +205,12 @@ _PROFILES: dict[str, dict[str, dict]] = {
         "quick": dict(_QUICK, learning_rate=2e-5, max_steps=3, per_device_train_batch_size=4,
                       num_generations=4, max_completion_length=48, warmup_sft_steps=4, n_eval_rows=6,
                       weight_decay=0.0),
+
+        # generation dominates GRPO: 16 prompts x 8 completions decoded together per step
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, max_seq_length=512, per_device_train_batch_size=128,
+                           num_generations=8, max_completion_length=128, warmup_sft_steps=30,
+                           warmup_batch_size=16, max_steps=10, n_train_rows=512, weight_decay=0.0,
+                           max_new_tokens=96),
     },
     "cpt": {
         "full": dict(learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=80, n_train_rows=2000,
@@ -197,6 +218,8 @@ _PROFILES: dict[str, dict[str, dict]] = {
                      max_seq_length=1024, lora_r=64, lora_alpha=32),
         "quick": dict(_QUICK, learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=6, n_train_rows=48,
                       lora_r=16, lora_alpha=16),
+        "throughput": dict(_THROUGHPUT, learning_rate=5e-5, embedding_learning_rate=5e-6, n_train_rows=3000,
+                           lora_r=64, lora_alpha=32),
     },
 }
 _CLASSES = {"full": SFTRecipe, "lora": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "cpt": CPTRecipe}

@@ -20,6 +20,7 @@ from .backend import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments
 from .export import save_adapter, save_merged
 from .inference import chat, compare, generate
 from .metrics import folder_size_mb, live_loss_callback, write_run_record
+from .profiling import GenerationTimer, format_generation_split, profile_callback_from_env
 from .prompts import CODE_HEADERS, SFT_PROMPTS
 from .recipes import TECHNIQUES, Recipe
 from .training import common_args, train
@@ -52,7 +53,8 @@ class RunOptions:
                 "save_only_model": False}  # optimizer/scheduler/RNG state: an exact continuation
 
     def callback_list(self) -> list:
-        return [live_loss_callback(), *self.callbacks]
+        profile = profile_callback_from_env()  # UNSLOTH_COURSE_TORCH_PROFILE=N: where the step time goes
+        return [live_loss_callback(), *self.callbacks, *([profile] if profile else [])]
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -77,17 +79,21 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     return found[-1]
 
 
+def _checkpointing(recipe: Recipe) -> str | bool:
+    return "unsloth" if recipe.gradient_checkpointing else False
+
+
 def _load(recipe: Recipe, full_finetuning: bool = False, model_name: str | None = None):
     return FastLanguageModel.from_pretrained(
         model_name=model_name or recipe.model_name, max_seq_length=recipe.max_seq_length, dtype=None,
-        load_in_4bit=False, full_finetuning=full_finetuning,
+        load_in_4bit=False, full_finetuning=full_finetuning, use_gradient_checkpointing=_checkpointing(recipe),
     )
 
 
 def _add_lora(model, recipe: Recipe):
     return FastLanguageModel.get_peft_model(
         model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules=list(recipe.target_modules), bias="none", use_gradient_checkpointing="unsloth",
+        target_modules=list(recipe.target_modules), bias="none", use_gradient_checkpointing=_checkpointing(recipe),
         random_state=recipe.seed, use_rslora=recipe.use_rslora,
     )
 
@@ -119,7 +125,8 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     prompts = list(SFT_PROMPTS)
     before = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
-                       packing=False, completion_only_loss=True, gradient_checkpointing=recipe.gradient_checkpointing)
+                       packing=recipe.packing, completion_only_loss=True,
+                       gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
@@ -188,7 +195,11 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
                         log_completions=False)
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.DEFAULT_REWARDS,
                           args=config, train_dataset=problems["train"], callbacks=options.callback_list())
+    timer = GenerationTimer()
+    timer.attach(trainer)
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    summary.update(timer.summary(summary.get("runtime_s")))
+    print(format_generation_split(summary))
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
     sizes = _save(model, tokenizer, out, merged=True)
     reward_curve = [e["reward"] for e in trainer.state.log_history if "reward" in e]
@@ -196,8 +207,8 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
         print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
               f"{result['strict_format']:.1%}, soft format {result['soft_format']:.1%}")
     strip = ("completions",)
-    return {**summary, **sizes, "reward_first": reward_curve[0] if reward_curve else None,
-            "reward_last": reward_curve[-1] if reward_curve else None,
+    return {**summary, **sizes, "reward_start": reward_curve[0] if reward_curve else None,
+            "reward_end": reward_curve[-1] if reward_curve else None,
             **{f"eval_{k}": {x: v for x, v in r.items() if x not in strip}
                for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
 

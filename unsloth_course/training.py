@@ -10,6 +10,7 @@ import torch
 
 from .backend import is_bfloat16_supported, report_once
 from .distributed import is_main_process
+from .profiling import StepClock
 from .metrics import format_summary, memory_snapshot, reset_peak_memory, training_summary
 from .recipes import Recipe
 
@@ -88,6 +89,8 @@ def train(trainer, recipe: Recipe, technique: str | None = None, resume_from_che
         torch.cuda.empty_cache()
     reset_peak_memory()
     start = memory_snapshot()
+    clock = StepClock()
+    trainer.add_callback(clock)
     try:
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
@@ -96,7 +99,7 @@ def train(trainer, recipe: Recipe, technique: str | None = None, resume_from_che
         raise
     end = memory_snapshot()
     summary = training_summary(trainer, output, start, end, technique or recipe.technique,
-                               profile=recipe.profile, **extra)
+                               profile=recipe.profile, **clock.summary(), **extra)
     if verbose and is_main_process():
         print(format_summary(summary))
     return summary

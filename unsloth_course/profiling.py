@@ -1,0 +1,160 @@
+"""Where training time goes: generation vs training in GRPO, and a torch-profiler window over a few steps.
+
+Both are opt-in measurements around an unmodified TRL trainer: `GenerationTimer` wraps the trainer's own
+`_generate` method on one instance (TRL 1.15 and 1.16 have it; Unsloth's compiled GRPOTrainer keeps it), and
+`TorchProfileCallback` records steps N..N+k with torch.profiler and prints the top operators.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _count_tokens(completion_ids: Any) -> int:
+    if isinstance(completion_ids, torch.Tensor):
+        return int(completion_ids.numel())
+    return sum(len(ids) for ids in completion_ids)
+
+
+class StepClock(TrainerCallback):
+    """Time and tokens at every optimizer step, for steady-state speed.
+
+    A run's average (tokens / train_runtime) includes the first steps' one-off costs (compilation, autotuning,
+    allocator warm-up), which dominate short runs on a fast GPU. The median over the later steps does not.
+    """
+
+    def __init__(self, skip_steps: int = 2) -> None:
+        self.skip_steps = skip_steps
+        self.marks: list[tuple[int, float, int]] = []  # (step, seconds, tokens seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+    def summary(self) -> dict[str, Any]:
+        """step_time_median_s and steady_tokens_per_s over the steps after the first `skip_steps`."""
+        marks = self.marks[self.skip_steps:] if len(self.marks) > self.skip_steps + 1 else self.marks
+        if len(marks) < 2:
+            return {}
+        times = sorted(b[1] - a[1] for a, b in zip(marks, marks[1:]))
+        rates = sorted((b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(marks, marks[1:]) if b[1] > a[1])
+        result = {"step_time_median_s": round(times[len(times) // 2], 4), "steady_steps": len(times)}
+        if rates and rates[len(rates) // 2] > 0:
+            result["steady_tokens_per_s"] = round(rates[len(rates) // 2], 1)
+        return result
+
+
+class GenerationTimer:
+    """Seconds spent in a GRPO trainer's generation and the number of completion tokens it produced."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.tokens = 0
+        self.calls = 0
+        self.attached = False
+
+    def attach(self, trainer) -> bool:
+        """Wrap trainer._generate (returns False, measuring nothing, where the trainer has none)."""
+        original = getattr(trainer, "_generate", None)
+        if original is None:
+            return False
+
+        def timed(*args: Any, **kwargs: Any):
+            _sync()
+            start = time.perf_counter()
+            output = original(*args, **kwargs)
+            _sync()
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            if isinstance(output, tuple) and len(output) > 1:
+                self.tokens += _count_tokens(output[1])  # (prompt_ids, completion_ids, ...)
+            return output
+
+        trainer._generate = timed
+        self.attached = True
+        return True
+
+    def summary(self, train_runtime_s: float | None) -> dict[str, Any]:
+        """generation_s, generated_tokens, generated_tokens_per_s and the generation share of the run."""
+        if not self.attached or not self.calls:
+            return {}
+        result = {"generation_s": round(self.seconds, 2), "generated_tokens": self.tokens,
+                  "generated_tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds else None}
+        if train_runtime_s:
+            result["generation_share"] = round(min(1.0, self.seconds / train_runtime_s), 3)
+            result["training_s"] = round(max(0.0, train_runtime_s - self.seconds), 2)
+        return result
+
+
+def format_generation_split(summary: dict[str, Any]) -> str:
+    if "generation_s" not in summary:
+        return "generation time: not measured (this trainer has no _generate method)"
+    share = summary.get("generation_share")
+    return (f"generation: {summary['generation_s']:.1f} s for {summary['generated_tokens']:,} completion tokens "
+            f"({summary['generated_tokens_per_s']:,.0f} tokens/s)"
+            + (f", {share:.0%} of training time; the optimization steps took {summary['training_s']:.1f} s"
+               if share is not None else ""))
+
+
+class TorchProfileCallback(TrainerCallback):
+    """Profile `steps` optimizer steps starting at `start_step`; print the top operators by device time.
+
+    UNSLOTH_COURSE_TORCH_PROFILE=N turns it on in `unsloth-course run` (and so in `bench`): N steps from step 3.
+    """
+
+    def __init__(self, start_step: int = 3, steps: int = 2, top: int = 15) -> None:
+        self.start_step, self.steps, self.top = start_step, steps, top
+        self.profiler: torch.profiler.profile | None = None
+        self.wall_start = 0.0
+        self.table = ""
+        self.busy_fraction: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.start_step and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            _sync()
+            self.wall_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.profiler is None or self.table or state.global_step < self.start_step + self.steps:
+            return
+        _sync()
+        wall = time.perf_counter() - self.wall_start
+        self.profiler.__exit__(None, None, None)
+        events = self.profiler.key_averages()
+        cuda = torch.cuda.is_available()
+        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        self.table = events.table(sort_by=sort, row_limit=self.top)
+        if cuda:
+            kernel_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events)
+            self.busy_fraction = kernel_us / 1e6 / wall if wall else None
+        if state.is_world_process_zero:
+            print(f"\ntorch.profiler: steps {self.start_step + 1}-{self.start_step + self.steps}, "
+                  f"{wall:.2f} s wall" + (f", GPU kernels busy {self.busy_fraction:.0%} of it"
+                                          if self.busy_fraction is not None else ""))
+            print(self.table)
+
+
+def profile_callback_from_env() -> TorchProfileCallback | None:
+    steps = os.environ.get("UNSLOTH_COURSE_TORCH_PROFILE", "").strip()
+    if not steps:
+        return None
+    if not steps.isdigit() or int(steps) <= 0:
+        raise ValueError(f"UNSLOTH_COURSE_TORCH_PROFILE={steps!r} must be a positive number of steps")
+    return TorchProfileCallback(steps=int(steps))
+
+
+__all__ = ["GenerationTimer", "StepClock", "TorchProfileCallback", "format_generation_split", "profile_callback_from_env"]
