@@ -115,3 +115,14 @@ def test_compare():
 def test_compare_needs_one_answer_per_prompt():
     with pytest.raises(ValueError, match="2 prompts, 1 before, 2 after"):
         compare(["a", "b"], ["x"], ["y", "z"])
+
+
+def test_model_device_skips_parameters_kept_on_the_cpu():
+    import torch
+
+    from unsloth_course.inference import model_device
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert model_device(model) == torch.device("cpu")
+    meta = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta"))
+    assert model_device(meta) == torch.device("meta")  # the first non-CPU parameter wins

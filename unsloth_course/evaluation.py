@@ -7,6 +7,8 @@ from typing import Sequence
 
 import torch
 
+from .inference import model_device
+
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, batch_size: int = 4) -> float:
     """exp(mean next-token loss) over all tokens of `texts` (padding excluded)."""
@@ -14,7 +16,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
         raise ValueError("perplexity needs at least one text")
     from .inference import inference_mode, padding_side
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     total_loss, total_tokens = 0.0, 0
     # positions count from the start of each row (a tokenizer saved after generating may say left)
     with padding_side(tokenizer, "right"), inference_mode(model):
@@ -33,7 +35,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
 @torch.no_grad()
 def completion_logprob(model, tokenizer, prompt: str, completion: str, max_length: int = 512) -> float:
     """Sum of log-probabilities of `completion`'s tokens given `prompt` (both already templated)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full_ids = (prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"])[:max_length]
     ids = torch.tensor([full_ids], device=device)
@@ -113,8 +115,8 @@ def next_token_agreement(model_a, model_b, tokenizer, texts: Sequence[str], max_
     with inference_mode(model_a), inference_mode(model_b):
         for text in texts:
             ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
-            a = model_a(input_ids=ids.to(next(model_a.parameters()).device)).logits.argmax(-1).cpu()
-            b = model_b(input_ids=ids.to(next(model_b.parameters()).device)).logits.argmax(-1).cpu()
+            a = model_a(input_ids=ids.to(model_device(model_a))).logits.argmax(-1).cpu()
+            b = model_b(input_ids=ids.to(model_device(model_b))).logits.argmax(-1).cpu()
             same += int((a == b).sum())
             total += a.numel()
     return same / total

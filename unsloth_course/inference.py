@@ -48,8 +48,21 @@ def inference_mode(model) -> Iterator[None]:
             FastLanguageModel.for_training(model)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+def model_device(model) -> torch.device:
+    """Where the model computes: its first accelerator parameter, else the CPU.
+
+    Not simply the first parameter: Unsloth keeps a frozen copy of the embeddings on the CPU when
+    embed_tokens/lm_head train (CPT), so the first parameter can sit on the CPU while the model runs on CUDA.
+    """
+    first = None
+    for param in model.parameters():
+        if param.device.type != "cpu":
+            return param.device
+        first = first or param.device
+    return first or torch.device("cpu")
+
+
+_device = model_device
 
 
 def chat(
