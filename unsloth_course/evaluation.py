@@ -33,16 +33,32 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
 
 
 @torch.no_grad()
+def completion_logprobs(model, tokenizer, items: Sequence[tuple[str, str]], max_length: int = 512,
+                        batch_size: int = 16) -> list[float]:
+    """For each (prompt, completion) pair (both already templated): the sum of the completion tokens'
+    log-probabilities given the prompt. Rows are right-padded and scored `batch_size` at a time."""
+    device = model_device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results: list[float] = []
+    for i in range(0, len(items), batch_size):
+        rows, starts = [], []
+        for prompt, completion in items[i:i + batch_size]:
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            rows.append((prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"])[:max_length])
+            starts.append(len(prompt_ids))
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
+        picked = logprobs.gather(2, ids[:, 1:, None])[..., 0]
+        for row, (r, start) in enumerate(zip(rows, starts)):
+            results.append(float(picked[row, start - 1:len(r) - 1].sum()))
+    return results
+
+
 def completion_logprob(model, tokenizer, prompt: str, completion: str, max_length: int = 512) -> float:
     """Sum of log-probabilities of `completion`'s tokens given `prompt` (both already templated)."""
-    device = model_device(model)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = (prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"])[:max_length]
-    ids = torch.tensor([full_ids], device=device)
-    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:]
-    picked = logprobs.gather(1, targets[:, None])[:, 0]
-    return float(picked[len(prompt_ids) - 1:].sum())
+    return completion_logprobs(model, tokenizer, [(prompt, completion)], max_length)[0]
 
 
 def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: float = 0.1) -> dict:
@@ -55,15 +71,15 @@ def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: fl
     """
     from .inference import inference_mode
 
+    items = []
+    for row in pairs:
+        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        items += [(prompt, row["chosen"][-1]["content"] + tokenizer.eos_token),
+                  (prompt, row["rejected"][-1]["content"] + tokenizer.eos_token)]
+
     def rows_logps(m) -> list[tuple[float, float]]:
-        out = []
-        for row in pairs:
-            prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            chosen = row["chosen"][-1]["content"] + tokenizer.eos_token
-            rejected = row["rejected"][-1]["content"] + tokenizer.eos_token
-            out.append((completion_logprob(m, tokenizer, prompt, chosen, max_length),
-                        completion_logprob(m, tokenizer, prompt, rejected, max_length)))
-        return out
+        scores = completion_logprobs(m, tokenizer, items, max_length)
+        return list(zip(scores[0::2], scores[1::2]))
 
     with inference_mode(model):
         policy = rows_logps(model)
