@@ -308,6 +308,7 @@ group_scores.round(3)
 # %%
 metrics.write_run_record("grpo", {
     **summary, "recipe": recipe.to_dict(), "reward_start": reward_start, "reward_end": reward_end,
-    **{f"eval_{name}": {k: v for k, v in result.items() if k != "completions"} for name, result in stages.items()},
+    **{key: {k: v for k, v in result.items() if k != "completions"}
+       for key, result in (("eval_before", eval_before), ("eval_warmup", eval_warm), ("eval_after", eval_after))},
 })
 print(metrics.format_summary(summary))

@@ -228,3 +228,17 @@ def test_embedding_learning_rate_without_trainable_embeddings_raises(lora_model,
 def test_without_embedding_learning_rate_one_lr(lora_model, tiny_model, tmp_path):
     optimizer = cpt_trainer(lora_model, tiny_model[1], tmp_path).create_optimizer()
     assert {group["lr"] for group in optimizer.param_groups} == {1e-4}
+
+
+def test_the_max_length_warning_is_dropped_and_others_kept(caplog):
+    import logging
+
+    from unsloth_course import backend
+
+    backend.quiet_max_length_warning()  # idempotent: one filter
+    logger = logging.getLogger("transformers.generation.utils")
+    assert sum(isinstance(f, backend._DropMessages) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="transformers.generation.utils"):
+        logger.warning("Both `max_new_tokens` (=96) and `max_length`(=8192) seem to have been set.")
+        logger.warning("Setting `pad_token_id` to `eos_token_id`")
+    assert [r.getMessage() for r in caplog.records] == ["Setting `pad_token_id` to `eos_token_id`"]

@@ -121,7 +121,7 @@ def test_training_summary_tokens_from_the_log_and_a_loss_check():
     history = [{"step": s, "loss": 2.0, "num_tokens": 100.0 * s} for s in range(1, 5)]
     output = SimpleNamespace(metrics={"train_runtime": 2.0})
     snapshot = metrics.MemorySnapshot("cpu", 1.0, 1.0, None)
-    summary = metrics.training_summary(fake_trainer(0, history), output, snapshot, snapshot, "grpo")
+    summary = metrics.training_summary(fake_trainer(0, history), output, snapshot, snapshot, "dpo")
     assert (summary["tokens"], summary["tokens_per_s"]) == (400, 200.0)
     assert summary["loss_check"].startswith("loss is flat")
     assert "CHECK       : loss is flat" in metrics.format_summary(summary)
@@ -252,3 +252,13 @@ def test_batched_completion_logprobs_match_one_at_a_time(tiny_model):
     single = [completion_logprob(model, tokenizer, p, c) for p, c in items]
     assert batched == pytest.approx(single, abs=1e-4)
     assert all(score < 0 for score in batched)
+
+
+def test_no_loss_trend_check_for_grpo():
+    history = [{"step": i, "loss": value} for i, value in enumerate([-0.3, -0.2, -0.1, 0.0, 0.05, 0.1], 1)]
+    trainer = SimpleNamespace(state=SimpleNamespace(log_history=history, global_step=6, num_input_tokens_seen=0),
+                              model=torch.nn.Linear(2, 2))
+    output = SimpleNamespace(metrics={"train_runtime": 1.0})
+    snap = metrics.memory_snapshot()
+    assert metrics.training_summary(trainer, output, snap, snap, "grpo")["loss_check"] is None
+    assert metrics.training_summary(trainer, output, snap, snap, "lora")["loss_check"].startswith("loss rose")

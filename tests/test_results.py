@@ -43,3 +43,27 @@ def test_render_without_records(tmp_path):
 def test_committed_results_are_current():
     current = results.RESULTS_MD.read_text() if results.RESULTS_MD.exists() else ""
     assert results.render() == current, "run `python -m unsloth_course.results`"
+
+
+def test_extra_sections_pipeline_planner_and_bench(tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "pipeline.json").write_text(json.dumps({"stages": [
+        {"index": 1, "stage": "cpt", "model_from": "base", "steps": 30, "wall_s": 123.2, "first_loss": 2.66,
+         "last_loss": 2.2, "metric": "code perplexity 14.87 -> 13.78"}]}))
+    (extra / "planner_verify.json").write_text(json.dumps({"tolerance": 0.2, "versions": {"torch": "2.11.0"},
+        "rows": [{"case": "llama8b-qlora", "model": "meta-llama/Llama-3.1-8B", "technique": "qlora",
+                  "gpu_gb_planned_for": 16, "batch": 8, "seq_len": 512, "planned_allocated_gb": 13.72,
+                  "measured_peak_allocated_gb": 13.47, "error_allocated": 0.018, "within_tolerance": True,
+                  "gpu": "NVIDIA H100 80GB HBM3"},
+                 {"case": "broken", "error": "bitsandbytes is not installed"}]}))
+    text = results.render(tmp_path)
+    assert "| 1 | cpt | `base` | 30 | 123 | 2.66 → 2.2 | code perplexity 14.87 -> 13.78 |" in text
+    assert "| 8 x 512 | 13.72 | 13.47 | +1.8% | yes |" in text and "| broken | failed:" in text
+    assert "Not run on the GPU yet" in text
+    (extra / "bench-lora.json").write_text(json.dumps({"technique": "lora", "profile": "throughput", "results": {
+        "plain": {"step_time_s": 0.2, "tokens_per_s": 150000.0, "peak_memory_gb": 20.0},
+        "unsloth": {"error": "CUDA out of memory"}}}))
+    text = results.render(tmp_path)
+    assert "| lora | throughput | plain | 0.2 | 150,000 | 20.00 |" in text
+    assert "| lora | throughput | unsloth | failed: CUDA out of memory |" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import platform
 from dataclasses import dataclass, field
@@ -86,6 +87,28 @@ def _try_import_unsloth() -> tuple[Any | None, str]:
         return None, f"unsloth failed to import ({type(error).__name__}: {error})"
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_max_length_warning() -> None:
+    """Drop transformers' "Both `max_new_tokens` and `max_length` seem to have been set" warning.
+
+    Unsloth sets generation_config.max_length to the context size (8192 here; unsloth_zoo's tokenizer_utils), so
+    every generate(max_new_tokens=...) logs it: hundreds of lines in one GRPO run. As the warning itself says,
+    max_new_tokens takes precedence, which is what the course asks for.
+    """
+    logger = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages("Both `max_new_tokens`"))
+
+
+quiet_max_length_warning()
 _unsloth, _BACKEND_REASON = _try_import_unsloth()
 BACKEND = "unsloth" if _unsloth is not None else "plain"
 MEMORY_CAP_GB = apply_t4_emulation()
