@@ -15,26 +15,36 @@ export UNSLOTH_COURSE_QUICK=0 PYTHONUNBUFFERED=1 UNSLOTH_COURSE_RUNS="$PWD/gpu_r
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 status=0
 if [ "$mode" = jobs ]; then
-  run_job() {  # NAME COMMAND: own run-record folder, log and results archive
+  # The device returns at most 8 files: every job's log, run records and executed notebooks go into one
+  # archive, $OUT/results.tgz, refreshed every 20 s and whenever a job ends (a run cut off by the time limit
+  # still brings back what its jobs had written), plus $OUT/jobs.txt with each job's exit code and time.
+  LOGS="$PWD/gpu_logs"; mkdir -p "$LOGS" gpu_runs
+  export GPU_JOB_LOGS="$LOGS"  # scripts/run_notebook.py --out "$GPU_JOB_LOGS" keeps executed notebooks there
+  snapshot() {
+    tar czf "$OUT/tmp-$BASHPID.tgz" gpu_logs gpu_runs notebooks/*.ipynb 2>/dev/null && mv -f "$OUT/tmp-$BASHPID.tgz" "$OUT/results.tgz"
+  }
+  run_job() {  # NAME COMMAND: own run-record folder, own Unsloth compile cache (concurrent writers race)
     local name=$1; shift
     local start=$(date +%s)
-    # own run records and own Unsloth compile cache (concurrent writers of one cache folder race)
-    UNSLOTH_COURSE_RUNS="$PWD/gpu_runs/$name" UNSLOTH_COMPILE_LOCATION="/tmp/unsloth_compiled_$name" timeout "$ITEM_TIMEOUT" bash -c "$*" 2>&1 \
-      | grep --line-buffered -v -E "it/s\]|s/it\]|examples/s\]" > "$OUT/$name.log"
+    UNSLOTH_COURSE_RUNS="$PWD/gpu_runs/$name" UNSLOTH_COMPILE_LOCATION="/tmp/unsloth_compiled_$name" \
+      timeout "$ITEM_TIMEOUT" bash -c "$*" 2>&1 | tr '\r' '\n' \
+      | grep --line-buffered -v -E "it/s\]|s/it\]|examples/s\]|Both .max_new_tokens" > "$LOGS/$name.log"
     local rc=${PIPESTATUS[0]}
     echo "$name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/jobs.txt"
-    local notebooks=$(grep -o "notebooks/[A-Za-z0-9_]*\.ipynb" <<< "$*")
-    tar czf "$OUT/results-$name.tgz" "gpu_runs/$name" $notebooks 2>/dev/null
+    snapshot
     return "$rc"
   }
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
   python3 -c "from unsloth_course.models import resolve_model; resolve_model()"  # convert the GGUF once
+  ( while sleep 20; do snapshot; done ) & snapper=$!
   pids=()
   while read -r name command; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     run_job "$name" "$command" & pids+=($!)
   done < "$1"
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  kill "$snapper" 2>/dev/null
+  snapshot
   exit "$status"
 fi
 for item in "$@"; do
