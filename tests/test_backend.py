@@ -242,3 +242,28 @@ def test_the_max_length_warning_is_dropped_and_others_kept(caplog):
         logger.warning("Both `max_new_tokens` (=96) and `max_length`(=8192) seem to have been set.")
         logger.warning("Setting `pad_token_id` to `eos_token_id`")
     assert [r.getMessage() for r in caplog.records] == ["Setting `pad_token_id` to `eos_token_id`"]
+
+
+def test_an_adapter_folder_reloads_with_its_trained_embeddings(tiny_model, tmp_path):
+    """CPT trains the (tied) embeddings as modules_to_save; reloading the adapter folder must bring them back."""
+    import copy
+
+    import torch
+
+    from unsloth_course.backend import LORA_TARGET_MODULES, PlainFastLanguageModel
+
+    base, tokenizer = tiny_model
+    model = PlainFastLanguageModel.get_peft_model(copy.deepcopy(base), r=8,
+                                                  target_modules=LORA_TARGET_MODULES + ["embed_tokens", "lm_head"])
+    with torch.no_grad():  # stand-in for training: move the trainable embedding copy and one LoRA B matrix
+        model.get_input_embeddings().weight.add_(0.01)
+        next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.02)
+    model.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    reloaded, reloaded_tokenizer = PlainFastLanguageModel.from_pretrained(str(tmp_path / "adapter"), max_seq_length=128)
+    assert torch.equal(reloaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert not torch.equal(reloaded.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    ids = tokenizer("def add(a, b):", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
+    assert reloaded_tokenizer.eos_token == tokenizer.eos_token and reloaded.max_seq_length == 128

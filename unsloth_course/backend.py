@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -188,6 +189,27 @@ def _split_embedding_targets(target_modules, modules_to_save):
     return targets, save or None
 
 
+def _load_adapter_folder(folder: Path, adapter_config: Path, **load_args: Any):
+    """Load a LoRA adapter folder as Unsloth does: the base model it names, then PeftModel.from_pretrained
+    (trainable). transformers' own adapter loading drops `modules_to_save` such as trained embeddings (CPT)."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base_name = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise ValueError(f"{adapter_config} names no base_model_name_or_path: cannot tell which model it adapts")
+    model, tokenizer = PlainFastLanguageModel.from_pretrained(base_name, **load_args)
+    model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    if (folder / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=load_args["trust_remote_code"])
+        tokenizer.model_max_length = load_args["max_seq_length"]
+    model.max_seq_length = load_args["max_seq_length"]
+    _attach_saving(model)
+    return model, tokenizer
+
+
 class PlainFastLanguageModel:
     """The plain backend: transformers + PEFT behind Unsloth's FastLanguageModel signatures."""
 
@@ -227,6 +249,10 @@ class PlainFastLanguageModel:
             dtype = torch.float16
         torch.manual_seed(random_state)
         path = resolve_model(model_name)
+        adapter_config = Path(path) / "adapter_config.json"
+        if adapter_config.is_file():  # a saved LoRA adapter: its base model, then the adapter on top
+            return _load_adapter_folder(Path(path), adapter_config, max_seq_length=max_seq_length, dtype=dtype,
+                                        token=token, trust_remote_code=trust_remote_code, random_state=random_state)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, token=token, trust_remote_code=trust_remote_code
