@@ -57,5 +57,5 @@ def test_results_matrix_reads_run_records(tmp_path):
         '"tokens_per_s": 12345.6, "first_loss": 2.0, "last_loss": 1.2}')
     table = readme.results_matrix(tmp_path)
     assert "| LoRA | full | NVIDIA H100 | 4,884,480 (3.5%) | 1.50 GB (cuda) | 42 s | 12,346 | 2.000 → 1.200 |" in table
-    assert "| full fine-tuning | not run |" in table
+    assert "| full fine-tuning | no GPU run record yet" in table
     assert readme.results_matrix(tmp_path / "missing").startswith("_No run records")

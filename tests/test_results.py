@@ -28,7 +28,7 @@ def test_render_table_and_headlines(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     text = results.render(tmp_path)
     assert "NVIDIA H100 80GB HBM3 (unsloth backend, bfloat16)" in text
-    assert "| full fine-tuning | not run |" in text
+    assert "| full fine-tuning | no run record yet" in text
     assert "9,000" in text and "2.1 → 1.3" in text
     assert "50.0% → 75.0%" in text and "80.0%" in text
     assert "mean reward 0.50 → 1.50" in text and "10.0% → 30.0%" in text

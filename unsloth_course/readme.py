@@ -95,7 +95,7 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
     for _, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is None:
-            rows.append(f"| {label} | not run | | | | | | |")
+            rows.append(f"| {label} | no GPU run record yet (docs/gpu_logs) | | | | | | |")
             continue
         device = r.get("backend", {}).get("device_name", "?")
         rows.append(

@@ -68,7 +68,7 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     for name, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is None:
-            lines.append(f"| {label} | not run | | | | | | |")
+            lines.append(f"| {label} | no run record yet (partial runs: docs/gpu_logs) | | | | | | |")
             continue
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "-"
         lines.append(f"| [{label}](../notebooks/{name}.ipynb) | {r.get('profile')} | {r.get('steps')} | "
