@@ -59,3 +59,13 @@ def test_run_lora_quick_end_to_end(tmp_path, runs_dir, capsys):
     assert (out_dir / "merged" / "model.safetensors").is_file()
     assert (out_dir / "merged" / "config.json").is_file()
     assert 0 < record["adapter_mb"] < record["merged_mb"]
+
+
+def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsys):
+    from unsloth_course import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
+    assert main(["run", "lora", "--profile", "throughput", "--max-steps", "1"]) == 0
+    assert seen["recipe"].profile == "throughput" and seen["recipe"].max_steps == 1
+    assert "sized for a big GPU (micro-batch 16 x 2048 tokens)" in capsys.readouterr().out

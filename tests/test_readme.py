@@ -57,5 +57,13 @@ def test_results_matrix_reads_run_records(tmp_path):
         '"tokens_per_s": 12345.6, "first_loss": 2.0, "last_loss": 1.2}')
     table = readme.results_matrix(tmp_path)
     assert "| LoRA | full | NVIDIA H100 | 4,884,480 (3.5%) | 1.50 GB (cuda) | 42 s | 12,346 | 2.000 → 1.200 |" in table
-    assert "| full fine-tuning | no GPU run record yet" in table
+    assert "| full fine-tuning | no run record yet" in table
     assert readme.results_matrix(tmp_path / "missing").startswith("_No run records")
+    (tmp_path / "cpu").mkdir()  # CPU quick-mode records fill the gaps, and GPU records win
+    cpu = ('{"profile": "quick", "backend": {"device_name": "x86_64, 2 cores"}, "trainable_params": 1, '
+           '"trainable_pct": 0.1, "memory_peak_gb": 2.0, "memory_device": "cpu", "runtime_s": 9.0, '
+           '"tokens_per_s": 50.0, "first_loss": 1.0, "last_loss": 0.9}')
+    (tmp_path / "cpu" / "full.json").write_text(cpu)
+    (tmp_path / "cpu" / "lora.json").write_text(cpu)
+    table = readme.results_matrix(tmp_path)
+    assert "| full fine-tuning | quick | x86_64, 2 cores |" in table and "| LoRA | full | NVIDIA H100 |" in table

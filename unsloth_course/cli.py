@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         except PipelineError as error:
             return _error("pipeline", error)
         return 0
+    import torch
+
     from .recipes import get_recipe
     from .runner import NoCheckpointError, run
 
@@ -128,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         overrides["model_name"] = args.model
     recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
+    if recipe.profile == "throughput" and not torch.cuda.is_available():
+        print(f"note: the throughput profile is sized for a big GPU (micro-batch {recipe.per_device_train_batch_size}"
+              f" x {recipe.max_seq_length} tokens); on this CPU one step takes minutes. --quick is the CPU profile.")
     try:
         run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
             save_total_limit=args.save_total_limit, resume=args.resume)

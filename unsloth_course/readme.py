@@ -86,8 +86,11 @@ def _fmt(value, pattern: str) -> str:
 
 
 def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
-    """The five techniques side by side, from the committed run records in docs/runs/."""
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
+    """The five techniques side by side, from the committed GPU run records in docs/runs/; a technique without
+    one shows its CPU quick-mode record from docs/runs/cpu/ (`unsloth-course run T --quick`), labeled by its
+    profile and device columns."""
+    records = {p.stem: json.loads(p.read_text()) for p in sorted((results_dir / "cpu").glob("*.json"))}
+    records.update({p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))})
     if not records:
         return "_No run records committed yet (docs/runs/*.json)._"
     rows = ["| technique | profile | device | trainable params | peak memory | time | tokens/s | loss first → last |",
@@ -95,7 +98,7 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
     for _, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is None:
-            rows.append(f"| {label} | no GPU run record yet (docs/gpu_logs) | | | | | | |")
+            rows.append(f"| {label} | no run record yet (partial GPU runs: docs/gpu_logs) | | | | | | |")
             continue
         device = r.get("backend", {}).get("device_name", "?")
         rows.append(
