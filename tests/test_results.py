@@ -67,3 +67,14 @@ def test_extra_sections_pipeline_planner_and_bench(tmp_path):
     text = results.render(tmp_path)
     assert "| lora | throughput | plain | 0.2 | 150,000 | 20.00 |" in text
     assert "| lora | throughput | unsloth | failed: CUDA out of memory |" in text
+
+
+def test_scaling_section(tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    assert "Not measured: no scaling record" in results.render(tmp_path)
+    (extra / "scaling.json").write_text(json.dumps({"not_measured": "no 2-GPU machine was lent."}))
+    assert "Not measured: no 2-GPU machine was lent." in results.render(tmp_path)
+    (extra / "scaling.json").write_text(json.dumps({"runs": [{"gpus": 1, "tokens_per_s": 1000.0},
+                                                             {"gpus": 2, "tokens_per_s": 1800.0}]}))
+    assert "| 2 | 1,800 | 90% |" in results.render(tmp_path)

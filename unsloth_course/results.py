@@ -148,6 +148,25 @@ def extra_sections(folder: Path) -> list[str]:
     if (folder / "planner_verify.json").is_file():
         lines += planner_section(json.loads((folder / "planner_verify.json").read_text()))
     lines += bench_section([json.loads(p.read_text()) for p in sorted(folder.glob("bench-*.json"))])
+    lines += scaling_section(folder / "scaling.json")
+    return lines
+
+
+def scaling_section(path: Path) -> list[str]:
+    """Data-parallel scaling (1 vs N GPUs), or why it was not measured (docs/runs/extra/scaling.json)."""
+    lines = ["", "## Several GPUs", ""]
+    if not path.is_file():
+        return lines + ["Not measured: no scaling record. The code path (`torchrun --nproc_per_node 2 -m unsloth_course "
+                        "run lora`) is tested on CPU with gloo in CI."]
+    record = json.loads(path.read_text())
+    if "not_measured" in record:
+        return lines + [f"Not measured: {record['not_measured']} The code path (`torchrun --nproc_per_node 2 -m "
+                        "unsloth_course run lora`) is tested on CPU with gloo in CI."]
+    lines += ["| GPUs | tokens/s | scaling efficiency |", "|---|---|---|"]
+    base = record["runs"][0]["tokens_per_s"]
+    for run in record["runs"]:
+        efficiency = run["tokens_per_s"] / (base * run["gpus"])
+        lines.append(f"| {run['gpus']} | {run['tokens_per_s']:,.0f} | {efficiency:.0%} |")
     return lines
 
 
