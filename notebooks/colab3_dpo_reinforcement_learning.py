@@ -237,8 +237,10 @@ print(f"learning rate: DPO {recipe.learning_rate:g}, LoRA SFT (notebook 2) "
       f"{get_recipe('lora', recipe.profile).learning_rate:g}")
 try:  # the argument older tutorials pass
     DPOConfig(output_dir="outputs/dpo", max_prompt_length=recipe.max_prompt_length)
-    print("this DPOConfig accepts max_prompt_length")
-except TypeError as error:
+    # Unsloth's DPOConfig wrapper takes retired arguments, drops them and prints a line that says so
+    print("DPOConfig(max_prompt_length=...) accepted and dropped (Unsloth's wrapper; see its message above): "
+          "TRL 1.x does not use it")
+except TypeError as error:  # plain TRL 1.x
     print(f"DPOConfig(max_prompt_length=...) -> TypeError: {error}")
 
 # %% [markdown]
@@ -459,8 +461,9 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 
 # %% [markdown]
 # ## Pitfalls and best practices
-# - **`max_prompt_length` is gone.** TRL 1.x's `DPOConfig` rejects it (shown above). Filter long prompts, as
-#   here, and set `max_length` for prompt + answer.
+# - **`max_prompt_length` is gone.** TRL 1.x's `DPOConfig` rejects it; Unsloth's wrapper accepts it and drops
+#   it with a warning (shown above): either way nothing cuts prompts. Filter long prompts, as here, and set
+#   `max_length` for prompt + answer.
 # - **Chat template mismatch.** TRL renders conversational pairs with the tokenizer's chat template. If you
 #   pre-render text with another template, or chat with a different one afterwards, the model learns
 #   preferences in a format it never sees at inference. Keep pairs conversational; the prefix check in the
