@@ -69,3 +69,15 @@ def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsy
     assert main(["run", "lora", "--profile", "throughput", "--max-steps", "1"]) == 0
     assert seen["recipe"].profile == "throughput" and seen["recipe"].max_steps == 1
     assert "sized for a big GPU (micro-batch 16 x 2048 tokens)" in capsys.readouterr().out
+
+
+def test_load_in_4bit_reaches_the_recipe_and_full_fine_tuning_refuses_it(monkeypatch, capsys):
+    from unsloth_course import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
+    assert main(["run", "lora", "--quick", "--load-in-4bit", "--model", "Qwen/Qwen2.5-1.5B-Instruct"]) == 0
+    assert seen["recipe"].load_in_4bit and seen["recipe"].model_name == "Qwen/Qwen2.5-1.5B-Instruct"
+    seen.clear()
+    assert main(["run", "full", "--quick", "--load-in-4bit"]) == 2
+    assert not seen and "load_in_4bit=True cannot be fully fine-tuned" in capsys.readouterr().err

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=_positive_int, help="override the recipe's max_steps")
     run.add_argument("--output-dir", help="where to save (default outputs/<technique>)")
     run.add_argument("--model", help="model id or folder (default: SmolLM2-135M-Instruct)")
+    run.add_argument("--load-in-4bit", action="store_true",
+                     help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); for 1-8B models on a small GPU")
     run.add_argument("--save-steps", type=_positive_int, metavar="N",
                      help="save a checkpoint (safetensors) every N steps into the output folder")
     run.add_argument("--save-total-limit", type=_positive_int, default=2, metavar="K",
@@ -129,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     if args.model:
         overrides["model_name"] = args.model
-    recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
+    if args.load_in_4bit:
+        overrides["load_in_4bit"] = True
+    try:
+        recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
+    except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit: before any model is loaded
+        return _error("run", error)
     if recipe.profile == "throughput" and not torch.cuda.is_available():
         print(f"note: the throughput profile is sized for a big GPU (micro-batch {recipe.per_device_train_batch_size}"
               f" x {recipe.max_seq_length} tokens); on this CPU one step takes minutes. --quick is the CPU profile.")

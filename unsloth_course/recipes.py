@@ -51,6 +51,7 @@ class Recipe:
     gradient_checkpointing: bool = True
     seed: int = 3407
     max_new_tokens: int = 128
+    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base weights (bitsandbytes on CUDA), for 1-8B models on small GPUs
     # LoRA (ignored by full fine-tuning)
     lora_r: int = 16
     lora_alpha: int = 16
@@ -72,6 +73,9 @@ class Recipe:
         if t != "full" and not _positive_int(self.lora_r):
             raise ValueError(f"{t} recipe: lora_r={self.lora_r!r} must be a positive integer "
                              "(full fine-tuning uses full_finetuning=True, not r=0)")
+        if self.load_in_4bit and t == "full":
+            raise ValueError("full recipe: load_in_4bit=True cannot be fully fine-tuned (4-bit weights are frozen); "
+                             "use technique lora (QLoRA) or load 16-bit weights")
         _check_range("learning_rate", self.learning_rate, 1e-7, 1e-2, t)
         _check_range("lora_dropout", self.lora_dropout, 0.0, 0.9, t)
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0, t)

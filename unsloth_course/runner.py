@@ -86,7 +86,7 @@ def _checkpointing(recipe: Recipe) -> str | bool:
 def _load(recipe: Recipe, full_finetuning: bool = False, model_name: str | None = None):
     return FastLanguageModel.from_pretrained(
         model_name=model_name or recipe.model_name, max_seq_length=recipe.max_seq_length, dtype=None,
-        load_in_4bit=False, full_finetuning=full_finetuning, use_gradient_checkpointing=_checkpointing(recipe),
+        load_in_4bit=recipe.load_in_4bit, full_finetuning=full_finetuning, use_gradient_checkpointing=_checkpointing(recipe),
     )
 
 
