@@ -505,10 +505,12 @@ assert changed_share >= 0.9, "the merged projections are the base weights: the L
 # 10% of the trained model's perplexity; a broken merge (an untied or random output head, lost weights)
 # fails it by far.
 #
-# One detail: a fast tokenizer saves the padding direction of its last padded call. `generate` pads on the
-# left (generation continues after the last real token), so a tokenizer saved after generating can reload
-# padding on the left (printed below). That suits generation; `perplexity` pads on the right itself, because
-# it counts positions from the start of each row.
+# One detail: the padding side depends on the job. `generate` pads on the left (generation continues after the
+# last real token), scoring pads on the right; the library's `generate` and `perplexity` set the side they need
+# themselves. Unsloth sets it too: left after `from_pretrained` and in inference mode, right in training mode.
+# The library saves tokenizers padding on the right, as the base model does (transformers 5 would otherwise
+# reload the direction of the last padded call, kept in tokenizer.json). So the side printed below is `left`
+# with Unsloth and `right` on the plain backend; both are fine here.
 
 # %%
 print(f"reloaded tokenizer padding side: {merged_tokenizer.padding_side}")

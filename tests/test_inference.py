@@ -126,3 +126,15 @@ def test_model_device_skips_parameters_kept_on_the_cpu():
     assert model_device(model) == torch.device("cpu")
     meta = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta"))
     assert model_device(meta) == torch.device("meta")  # the first non-CPU parameter wins
+
+
+def test_a_tokenizer_saved_after_left_padding_reloads_padding_right(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from unsloth_course.inference import padding_side
+
+    _, tokenizer = tiny_model
+    with padding_side(tokenizer, "left"):
+        tokenizer(["a", "b c d"], padding=True)  # what generate does
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).padding_side == "right"

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .inference import padding_side
 from .prompts import SFT_PROMPTS
 
 # Written by the pure-Python converter itself.
@@ -250,7 +251,7 @@ def save_adapter(model, tokenizer, out_dir: str | Path, overwrite: bool = False)
         raise ExportError("save_adapter needs a LoRA (PEFT) model; a fully fine-tuned model has no adapter: "
                           "use save_merged (or save_pretrained) instead")
     out = Path(out_dir)
-    with _staged_dir(out, overwrite) as tmp:
+    with _staged_dir(out, overwrite) as tmp, padding_side(tokenizer, "right"):  # saved as the base model pads
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return out
@@ -260,7 +261,7 @@ def save_merged(model, tokenizer, out_dir: str | Path, overwrite: bool = False) 
     """A merged 16-bit checkpoint: LoRA folded into the weights (W + alpha/r * B A), saved as safetensors with
     the tokenizer: a normal model folder that transformers, Unsloth and the GGUF converter load."""
     out = Path(out_dir)
-    with _staged_dir(out, overwrite) as tmp:
+    with _staged_dir(out, overwrite) as tmp, padding_side(tokenizer, "right"):  # saved as the base model pads
         if hasattr(model, "save_pretrained_merged"):
             model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
         else:

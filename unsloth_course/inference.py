@@ -25,13 +25,27 @@ def _as_messages(prompt: Prompt, system: str | None) -> list[Message]:
 
 @contextmanager
 def padding_side(tokenizer, side: str) -> Iterator[None]:
-    """Pad on `side` ("left" to generate, "right" to score) inside the block; restore it afterwards."""
+    """Pad on `side` ("left" to generate, "right" to score) inside the block; restore it afterwards.
+
+    A fast tokenizer's Rust backend also remembers the direction of its last padded call, and `save_pretrained`
+    writes that into tokenizer.json, from which transformers 5 reads `padding_side` on reload: so a tokenizer saved
+    after generating came back padding on the left. The backend's padding is cleared on entry and exit (every
+    padded call sets it again).
+    """
     previous = tokenizer.padding_side
+    _clear_backend_padding(tokenizer)
     tokenizer.padding_side = side
     try:
         yield
     finally:
         tokenizer.padding_side = previous
+        _clear_backend_padding(tokenizer)
+
+
+def _clear_backend_padding(tokenizer) -> None:
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and getattr(backend, "padding", None) is not None:
+        backend.no_padding()
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from . import distributed
 from .distributed import print_main
 from .backend import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, backend_info
 from .export import save_adapter, save_merged
-from .inference import chat, compare, generate
+from .inference import chat, compare, generate, padding_side
 from .metrics import folder_size_mb, live_loss_callback, write_run_record
 from .profiling import GenerationTimer, format_generation_split, profile_callback_from_env
 from .prompts import CODE_HEADERS, SFT_PROMPTS
@@ -104,7 +104,8 @@ def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
         return {}
     if not merged:
         model.save_pretrained(out / "model", safe_serialization=True)
-        tokenizer.save_pretrained(out / "model")
+        with padding_side(tokenizer, "right"):  # saved as the base model pads, whatever generation last set
+            tokenizer.save_pretrained(out / "model")
         return {"model_mb": folder_size_mb(out / "model")}
     save_adapter(model, tokenizer, out / "adapter", overwrite=True)
     save_merged(model, tokenizer, out / "merged", overwrite=True)
