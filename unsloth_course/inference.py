@@ -104,8 +104,8 @@ def chat(
         tokenizer.apply_chat_template(_as_messages(p, system), tokenize=False, add_generation_prompt=True)
         for p in batch
     ]
-    answers = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, stream=stream,
-                       do_sample=do_sample, temperature=temperature, batch_size=batch_size)
+    answers = [a.strip() for a in generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, stream=stream,
+                                           do_sample=do_sample, temperature=temperature, batch_size=batch_size)]
     return answers[0] if single else answers
 
 
@@ -138,7 +138,8 @@ def generate(
                 kwargs["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
             out = model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1]:]
-            answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            # a continuation keeps its leading whitespace (code indentation); chat answers are stripped in chat()
+            answers += [a.rstrip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return answers
 
 
