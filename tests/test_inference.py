@@ -117,3 +117,45 @@ def test_generate_keeps_the_indentation_a_continuation_starts_with(tiny_model):
     header = 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b."""\n'
     assert generate(Scripted(), tokenizer, [header], max_new_tokens=8) == ["    return a + b"]
     assert chat(Scripted(), tokenizer, "Add 1 and 2", max_new_tokens=8) == "return a + b"  # chat answers: stripped
+
+
+def test_compare():
+    table = compare(["<b>bold</b>", [{"role": "user", "content": "last turn"}]], ["x < y", "b1"], ["a0", "a1"])
+    assert table.prompts == ["<b>bold</b>", "last turn"]
+    html = table._repr_html_()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold" not in html
+    assert "x &lt; y" in html
+    assert html.count("<tr>") == 3  # header and two rows
+    text = str(table)
+    assert "--- before training:\nx < y" in text and "--- after training:\na1" in text
+    assert table.to_records()[1] == {"prompt": "last turn", "before training": "b1", "after training": "a1"}
+    custom = compare(["p"], ["b"], ["a"], labels=("base", "tuned"))
+    assert "--- base:\nb" in str(custom) and "--- tuned:\na" in str(custom)
+
+
+def test_compare_needs_one_answer_per_prompt():
+    with pytest.raises(ValueError, match="2 prompts, 1 before, 2 after"):
+        compare(["a", "b"], ["x"], ["y", "z"])
+
+
+def test_model_device_skips_parameters_kept_on_the_cpu():
+    import torch
+
+    from unsloth_course.inference import model_device
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert model_device(model) == torch.device("cpu")
+    meta = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta"))
+    assert model_device(meta) == torch.device("meta")  # the first non-CPU parameter wins
+
+
+def test_a_tokenizer_saved_after_left_padding_reloads_padding_right(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from unsloth_course.inference import padding_side
+
+    _, tokenizer = tiny_model
+    with padding_side(tokenizer, "left"):
+        tokenizer(["a", "b c d"], padding=True)  # what generate does
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).padding_side == "right"
