@@ -226,9 +226,7 @@ metrics.plot_metrics(history, ("completions/mean_length",), "completion length (
 fig.tight_layout()
 
 # %%
-curve = [e["reward"] for e in history if "reward" in e]
-k = max(1, len(curve) // 4)
-reward_start, reward_end = sum(curve[:k]) / k, sum(curve[-k:]) / k
+k, reward_start, reward_end = metrics.reward_trend(history)  # means over the first and last quarter of the run
 print(f"mean total reward, first {k} steps: {reward_start:.3f}; last {k} steps: {reward_end:.3f}")
 
 # %% [markdown]

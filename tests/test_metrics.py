@@ -262,3 +262,10 @@ def test_no_loss_trend_check_for_grpo():
     snap = metrics.memory_snapshot()
     assert metrics.training_summary(trainer, output, snap, snap, "grpo")["loss_check"] is None
     assert metrics.training_summary(trainer, output, snap, snap, "lora")["loss_check"].startswith("loss rose")
+
+
+def test_reward_trend_means_over_the_first_and_last_quarter():
+    history = [{"step": i, "reward": r} for i, r in enumerate([0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0], 1)]
+    assert metrics.reward_trend(history + [{"loss": 0.1}]) == (2, 0.5, 3.5)
+    assert metrics.reward_trend([{"step": 1, "reward": 0.7}]) == (1, 0.7, 0.7)
+    assert metrics.reward_trend([{"loss": 1.0}]) is None

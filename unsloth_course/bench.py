@@ -136,8 +136,8 @@ def bench(technique: str, profile: str = "full", steps: int | None = None, json_
             try:
                 results[backend] = measurements(run_backend(technique, backend, profile, steps, root, torch_profile))
             except RuntimeError as error:  # one backend failing (e.g. OOM) must not hide the other's result
-                print(f"bench: {backend} backend failed: {_error_line(error)}", flush=True)
                 results[backend] = {"error": _error_line(error)}
+                print(f"bench: {backend} backend failed: {results[backend]['error']}", flush=True)
     if not any("error" not in r for r in results.values()):
         raise RuntimeError(f"bench {technique}: every backend failed: "
                            + "; ".join(f"{b}: {r['error']}" for b, r in results.items()))

@@ -76,8 +76,6 @@ def model_device(model) -> torch.device:
     return first or torch.device("cpu")
 
 
-_device = model_device
-
 
 def chat(
     model,
@@ -129,7 +127,7 @@ def generate(
         for start in range(0, len(texts), step):
             chunk = list(texts[start:start + step])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(_device(model)) for k, v in enc.items()}
+            enc = {k: v.to(model_device(model)) for k, v in enc.items()}
             kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             if do_sample:

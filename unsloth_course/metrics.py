@@ -105,6 +105,16 @@ def loss_trend_check(values: Sequence[float]) -> str | None:
     return None
 
 
+def reward_trend(log_history: Sequence[dict], key: str = "reward") -> tuple[int, float, float] | None:
+    """(k, mean of the first k logged values, mean of the last k), k = a quarter of the run (at least 1): one
+    step's group reward is noisy, so GRPO's start and end are judged on these windows. None if nothing logged."""
+    curve = [float(e[key]) for e in log_history if key in e]
+    if not curve:
+        return None
+    k = max(1, len(curve) // 4)
+    return k, sum(curve[:k]) / k, sum(curve[-k:]) / k
+
+
 def _num_tokens(trainer) -> int | None:
     seen = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
     if seen:

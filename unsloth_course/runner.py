@@ -19,7 +19,7 @@ from .distributed import print_main
 from .backend import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, backend_info
 from .export import save_adapter, save_merged
 from .inference import chat, compare, generate, padding_side
-from .metrics import folder_size_mb, live_loss_callback, write_run_record
+from .metrics import folder_size_mb, live_loss_callback, reward_trend, write_run_record
 from .profiling import GenerationTimer, format_generation_split, profile_callback_from_env
 from .prompts import CODE_HEADERS, SFT_PROMPTS
 from .recipes import TECHNIQUES, Recipe
@@ -203,13 +203,12 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     print(format_generation_split(summary))
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
     sizes = _save(model, tokenizer, out, merged=True)
-    reward_curve = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
     for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
         print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
               f"{result['strict_format']:.1%}, soft format {result['soft_format']:.1%}")
     strip = ("completions",)
-    return {**summary, **sizes, "reward_start": reward_curve[0] if reward_curve else None,
-            "reward_end": reward_curve[-1] if reward_curve else None,
+    return {**summary, **sizes, "reward_start": trend[1] if trend else None, "reward_end": trend[2] if trend else None,
             **{f"eval_{k}": {x: v for x, v in r.items() if x not in strip}
                for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
 
