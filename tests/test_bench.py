@@ -24,7 +24,8 @@ def test_format_table_with_both_backends():
 
 @pytest.mark.slow
 def test_bench_lora_quick_on_cpu(tmp_path, capsys):
-    report = bench.bench("lora", "quick", steps=2, json_path=str(tmp_path / "bench.json"))
+    report = bench.bench("lora", "quick", steps=2, json_path=str(tmp_path / "bench.json"),
+                         workdir=str(tmp_path / "work"))
     out = capsys.readouterr().out
     assert "bench lora: no CUDA GPU" in out and "plain |" in out
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -32,6 +33,9 @@ def test_bench_lora_quick_on_cpu(tmp_path, capsys):
     assert list(saved["results"]) == ["plain"] and report["results"] == saved["results"]
     assert plain["steps"] == 2 and plain["step_time_s"] > 0 and plain["tokens_per_s"] > 0
     assert [step for step, _ in plain["loss_curve"]] == [1, 2]
+    record = json.loads((tmp_path / "work" / "runs-plain" / "lora.json").read_text())
+    assert record["train_only"] is True and "answers" not in record  # the bench times training alone
+    assert not (tmp_path / "work" / "out-plain" / "adapter").exists()
 
 
 def test_format_table_reports_a_failed_backend_and_keeps_the_other():

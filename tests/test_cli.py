@@ -61,6 +61,23 @@ def test_run_lora_quick_end_to_end(tmp_path, runs_dir, capsys):
     assert 0 < record["adapter_mb"] < record["merged_mb"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("technique", ["dpo", "grpo", "cpt"])
+def test_train_only_runs_train_and_skip_evaluation_and_saving(technique, tmp_path, runs_dir, capsys):
+    out_dir = tmp_path / technique
+    argv = ["run", technique, "--quick", "--max-steps", "1", "--output-dir", str(out_dir), "--train-only"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "train only (no answers, evaluation or saving)" in stdout and "--- before training:" not in stdout
+    record = json.loads((Path(runs_dir) / f"{technique}.json").read_text())
+    assert record["train_only"] is True and record["steps"] == 1 and record["loss_curve"]
+    skipped = {"dpo": "preference_before", "grpo": "eval_before", "cpt": "perplexity_before"}[technique]
+    assert skipped not in record and "answers" not in record and "adapter_mb" not in record
+    assert not (out_dir / "adapter").exists() and not (out_dir / "warmup").exists()
+    if technique == "grpo":
+        assert record["generated_tokens_per_s"] > 0  # the generation split is still measured
+
+
 def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsys):
     from unsloth_course import runner
 

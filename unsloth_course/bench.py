@@ -1,9 +1,9 @@
 """Benchmark one technique on both backends with the same recipe, data and settings.
 
 Each backend runs in its own process (the backend is chosen at import: UNSLOTH_COURSE_BACKEND=unsloth|plain)
-through `unsloth-course run`, and the run records are compared: step time, trained tokens/s (padding not
-counted), peak GPU memory, loss at matching steps, and the Unsloth/plain ratio; for GRPO also generated
-tokens/s and the share of time spent generating. A backend that fails (e.g. out of memory) gets its error in
+through `unsloth-course run --train-only` (no answers, evaluation or saving), and the run records are
+compared: step time, trained tokens/s (padding not counted), peak GPU memory, loss at matching steps, and the
+Unsloth/plain ratio; for GRPO also generated tokens/s and the share of time spent generating. A backend that fails (e.g. out of memory) gets its error in
 the table, and the other still runs. On a CPU only the plain backend runs, and the table says why.
 """
 
@@ -37,7 +37,7 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     if torch_profile:
         env["UNSLOTH_COURSE_TORCH_PROFILE"] = str(torch_profile)
     command = [sys.executable, "-m", "unsloth_course", "run", technique, "--profile", profile,
-               "--output-dir", str(workdir / f"out-{backend}")]
+               "--output-dir", str(workdir / f"out-{backend}"), "--train-only"]
     if steps:
         command += ["--max-steps", str(steps)]
     print(f"bench: {backend} backend: {' '.join(command[1:])}", flush=True)

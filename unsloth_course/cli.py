@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save a checkpoint (safetensors) every N steps into the output folder")
     run.add_argument("--save-total-limit", type=_positive_int, default=2, metavar="K",
                      help="keep the newest K checkpoints (default 2)")
+    run.add_argument("--train-only", action="store_true",
+                     help="time the training alone: no answers before/after, no evaluation, nothing saved (bench)")
     run.add_argument("--resume", action="store_true",
                      help="continue from the latest checkpoint in the output folder (error if there is none)")
     pipe = sub.add_parser("pipeline", help="chain techniques, e.g. `pipeline cpt sft dpo`: each stage starts "
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
               f" x {recipe.max_seq_length} tokens); on this CPU one step takes minutes. --quick is the CPU profile.")
     try:
         run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
-            save_total_limit=args.save_total_limit, resume=args.resume)
+            save_total_limit=args.save_total_limit, resume=args.resume, train_only=args.train_only)
     except NoCheckpointError as error:
         return _error("run", error)
     return 0

@@ -182,16 +182,22 @@ _PROFILES: dict[str, dict[str, dict]] = {
     "full": {
         "full": dict(learning_rate=2e-5, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-5, max_steps=8),
-        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, packing=True, n_train_rows=10000),
+        # micro-batch 32: measured 144,519 tokens/s (plain) against 126,800 at 16, and it fits 80 GB
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, packing=True, n_train_rows=10000,
+                           per_device_train_batch_size=32),
     },
     "lora": {
         "full": dict(learning_rate=2e-4, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-4, max_steps=8),
-        "throughput": dict(_THROUGHPUT, learning_rate=2e-4, packing=True, n_train_rows=10000),
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-4, packing=True, n_train_rows=10000,
+                           per_device_train_batch_size=32),
     },
     "dpo": {
+        # 8 pairs in one forward pass, not 2 x 4 accumulated: the same effective batch, and the small model
+        # leaves room on a T4; on the H100, 2 x 4 took 2.9 s a step, mostly per-micro-step overhead
         "full": dict(learning_rate=5e-5, max_steps=80, n_train_rows=400, n_eval_rows=64, warmup_steps=8,
-                     max_seq_length=384, max_prompt_length=192, beta_sweep_steps=15, weight_decay=0.0),
+                     max_seq_length=384, max_prompt_length=192, beta_sweep_steps=15, weight_decay=0.0,
+                     per_device_train_batch_size=8, gradient_accumulation_steps=1),
         "quick": dict(_QUICK, learning_rate=5e-5, max_steps=6, n_eval_rows=12, max_prompt_length=128,
                       beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
         # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead
@@ -217,8 +223,9 @@ _PROFILES: dict[str, dict[str, dict]] = {
                            max_new_tokens=96),
     },
     "cpt": {
+        # 8 packed 1024-token rows in one pass (4 x 2 accumulated took 2.7 s a step on the H100)
         "full": dict(learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=80, n_train_rows=2000,
-                     n_eval_rows=64, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                     n_eval_rows=64, per_device_train_batch_size=8, gradient_accumulation_steps=1,
                      max_seq_length=1024, lora_r=64, lora_alpha=32),
         "quick": dict(_QUICK, learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=6, n_train_rows=48,
                       lora_r=16, lora_alpha=16),

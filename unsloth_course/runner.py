@@ -38,13 +38,19 @@ class RunOptions:
 
     save_steps: save a checkpoint (safetensors weights + optimizer, scheduler and RNG state) every N steps
     into output_dir/checkpoint-N; save_total_limit keeps the newest ones. resume_from: a checkpoint folder
-    to continue from (run() finds the latest one when resume=True).
+    to continue from (run() finds the latest one when resume=True). train_only: load, data and training only
+    (no answers before/after, no evaluation, no GRPO format warm-up, nothing saved): what a benchmark times.
     """
 
     save_steps: int | None = None
     save_total_limit: int | None = 2
     resume_from: str | None = None
     callbacks: tuple = ()
+    train_only: bool = False
+
+    def evaluating(self, measure, *args, **kwargs):
+        """measure(*args, **kwargs), or None in a train-only run."""
+        return None if self.train_only else measure(*args, **kwargs)
 
     def trainer_args(self) -> dict[str, Any]:
         if not self.save_steps:
@@ -98,9 +104,13 @@ def _add_lora(model, recipe: Recipe):
     )
 
 
-def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
+def _answers(prompts: list[str], before: list[str] | None, after: list[str] | None) -> dict[str, Any]:
+    return {} if before is None or after is None else {"answers": compare(prompts, before, after).to_records()}
+
+
+def _save(model, tokenizer, out: Path, merged: bool, options: RunOptions) -> dict[str, float]:
     """Adapter (LoRA) or full model, plus a merged 16-bit copy for LoRA; returns sizes in MB (rank 0 only)."""
-    if not distributed.is_main_process():
+    if options.train_only or not distributed.is_main_process():
         return {}
     if not merged:
         model.save_pretrained(out / "model", safe_serialization=True)
@@ -124,16 +134,16 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
         model = _add_lora(model, recipe)
     train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
     prompts = list(SFT_PROMPTS)
-    before = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
                        packing=recipe.packing, completion_only_loss=True,
                        gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
-    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=not full)
-    return {**summary, **sizes, "answers": compare(prompts, before, after).to_records()}
+    after = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    sizes = _save(model, tokenizer, out, merged=not full, options=options)
+    return {**summary, **sizes, **_answers(prompts, before, after)}
 
 
 def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
@@ -150,21 +160,24 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
     split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
     held_out = split["test"]
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
-    acc_before = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
-    before = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    acc_before = options.evaluating(preference_accuracy, model, tokenizer, held_out, recipe.max_seq_length,
+                                    recipe.beta)
+    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = DPOConfig(**common_args(recipe, str(out), **options.trainer_args()), beta=recipe.beta,
                        max_length=recipe.max_seq_length, truncation_mode="keep_start",
                        gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=split["train"],
                          processing_class=tokenizer, callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    if options.train_only:
+        return summary
     acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
     after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=True)
+    sizes = _save(model, tokenizer, out, merged=True, options=options)
     print(f"held-out preference accuracy (log p chosen > log p rejected): "
           f"{acc_before['logp_accuracy']:.1%} -> {acc_after['logp_accuracy']:.1%}")
     return {**summary, **sizes, "preference_before": acc_before, "preference_after": acc_after,
-            "answers": compare(prompts, before, after).to_records()}
+            **_answers(prompts, before, after)}
 
 
 def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
@@ -178,8 +191,8 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     model = _add_lora(model, recipe)
     problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed)
     held_out = problems["test"]
-    eval_before = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-    if recipe.warmup_sft_steps:
+    eval_before = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
+    if recipe.warmup_sft_steps and not options.train_only:
         warm = SFTConfig(**common_args(recipe, str(out / "warmup"), max_steps=recipe.warmup_sft_steps,
                                        learning_rate=recipe.warmup_learning_rate,
                                        per_device_train_batch_size=recipe.warmup_batch_size,
@@ -187,7 +200,7 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
                          max_length=recipe.max_seq_length, completion_only_loss=True)
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
         SFTTrainer(model=model, processing_class=tokenizer, train_dataset=warm_set, args=warm).train()
-    eval_warm = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
+    eval_warm = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     config = GRPOConfig(**common_args(recipe, str(out), include_num_input_tokens_seen="no",
                                       **options.trainer_args()),
                         num_generations=recipe.num_generations,
@@ -201,8 +214,10 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     summary.update(timer.summary(summary.get("runtime_s")))
     print(format_generation_split(summary))
+    if options.train_only:
+        return summary
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-    sizes = _save(model, tokenizer, out, merged=True)
+    sizes = _save(model, tokenizer, out, merged=True, options=options)
     trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
     for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
         print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
@@ -223,10 +238,11 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     code = data.load_python_code(recipe.n_train_rows, recipe.n_eval_rows, recipe.seed)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
     general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
-    ppl_before = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
-                  "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
     headers = list(CODE_HEADERS)
-    before = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+    if not options.train_only:
+        ppl_before = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
+                      "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+        before = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
     config = UnslothTrainingArguments(**common_args(recipe, str(out), **options.trainer_args()),
                                       embedding_learning_rate=recipe.embedding_learning_rate,
                                       max_length=recipe.max_seq_length, packing=recipe.packing,
@@ -234,14 +250,16 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                              callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    if options.train_only:
+        return summary
     ppl_after = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
                  "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
     after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=True)
+    sizes = _save(model, tokenizer, out, merged=True, options=options)
     print(f"code perplexity {ppl_before['code']:.2f} -> {ppl_after['code']:.2f}; "
           f"general text perplexity {ppl_before['general']:.2f} -> {ppl_after['general']:.2f}")
     return {**summary, **sizes, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
-            "answers": compare(headers, before, after).to_records()}
+            **_answers(headers, before, after)}
 
 
 RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "cpt": run_cpt}
@@ -249,14 +267,16 @@ RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "
 
 def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str | None = None, *,
         save_steps: int | None = None, save_total_limit: int | None = 2, resume: bool = False,
-        callbacks: Sequence = (), runs_dir: str | Path | None = None, record_name: str | None = None) -> dict:
+        callbacks: Sequence = (), runs_dir: str | Path | None = None, record_name: str | None = None,
+        train_only: bool = False) -> dict:
     """Run `technique` with `recipe`, print before/after answers and the summary, write runs/<technique>.json.
 
     save_steps: write output_dir/checkpoint-N every N steps (safetensors weights plus the optimizer, scheduler
     and RNG state; the newest `save_total_limit` are kept). resume: continue from the latest checkpoint in
     output_dir (NoCheckpointError, before any model is loaded, if there is none); without save_steps the
     resumed run keeps the checkpoint's own interval. callbacks: extra TrainerCallbacks. runs_dir/record_name:
-    where the run record goes (default runs/<technique>.json).
+    where the run record goes (default runs/<technique>.json). train_only: time the training alone (no answers,
+    no evaluation, no GRPO warm-up, nothing saved), as `unsloth-course bench` does.
     """
     if technique not in RUNNERS:
         raise ValueError(f"unknown technique {technique!r}; allowed: {', '.join(TECHNIQUES)}")
@@ -272,13 +292,14 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
             state = json.loads((checkpoint / "trainer_state.json").read_text())
             save_steps = state.get("save_steps") or None
     options = RunOptions(save_steps=save_steps, save_total_limit=save_total_limit, resume_from=resume_from,
-                         callbacks=tuple(callbacks))
+                         callbacks=tuple(callbacks), train_only=train_only)
     print_main(backend_info())
     if distributed.is_distributed():
         print_main(distributed.describe_scaling(recipe))
     print_main(f"technique {technique}, profile {recipe.profile}, output {out}"
           + (f", checkpoints every {save_steps} steps" if save_steps else "")
-          + (f", resuming from {resume_from}" if resume_from else ""))
+          + (f", resuming from {resume_from}" if resume_from else "")
+          + (", train only (no answers, evaluation or saving)" if train_only else ""))
     started = time.time()
     result = RUNNERS[technique](recipe, out, model_name=model_name, options=options)
     result["wall_s"] = round(time.time() - started, 1)
@@ -292,7 +313,7 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
         print(f"\n=== {row['prompt'][:100]}")
         print(f"--- before training:\n{row['before training']}")
         print(f"--- after training:\n{row['after training']}")
-    record = {**result, "recipe": recipe.to_dict(), "output_dir": str(out), "model_name": model_name}
+    record = {**result, "train_only": train_only, "recipe": recipe.to_dict(), "output_dir": str(out), "model_name": model_name}
     path = write_run_record(technique, record, runs_dir)
     if record_name:
         path = path.replace(path.with_name(f"{record_name}.json"))
