@@ -18,9 +18,10 @@ for item in "$@"; do
   left=$(( deadline - $(date +%s) ))
   limit=$(( left < ${BENCH_TIMEOUT:-300} ? left : ${BENCH_TIMEOUT:-300} ))
   if [ "$limit" -lt 30 ]; then echo "bench $technique: not started ($left s left)" | tee -a "$WORK/bench.txt"; continue; fi
+  child=$(( limit / 2 - 5 < ${CHILD_TIMEOUT:-90} ? limit / 2 - 5 : ${CHILD_TIMEOUT:-90} ))  # per backend run
   start=$(date +%s)
   timeout "$limit" python3 -m unsloth_course bench "$technique" --profile "${PROFILE:-throughput}" \
-    --steps "$steps" --torch-profile 2 --json "$WORK/bench-$technique.json" --workdir "/tmp/bench-$technique" \
+    --steps "$steps" --torch-profile 2 --timeout "$child" --json "$WORK/bench-$technique.json" --workdir "/tmp/bench-$technique" \
     > "$WORK/bench-$technique.log" 2>&1
   echo "bench $technique ($steps steps): exit $? after $(( $(date +%s) - start )) s" | tee -a "$WORK/bench.txt"
   for log in /tmp/bench-"$technique"/*.log; do  # child logs without progress bars

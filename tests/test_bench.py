@@ -53,3 +53,9 @@ def test_error_line_names_out_of_memory():
     assert bench._error_line(RuntimeError("...\ntorch.OutOfMemoryError: CUDA out of memory. Tried")) == \
         "CUDA out of memory"
     assert bench._error_line(RuntimeError("first\nValueError: bad value\n")) == "ValueError: bad value"
+
+
+def test_a_backend_run_past_its_timeout_is_killed_and_named(tmp_path):
+    with pytest.raises(RuntimeError, match="every backend failed: plain: plain run timed out after 1 s"):
+        bench.bench("lora", "quick", steps=1, workdir=str(tmp_path), timeout=1)
+    assert (tmp_path / "lora-plain.log").is_file()  # the child's output so far

@@ -30,8 +30,12 @@ def available_backends() -> tuple[list[str], str]:
 
 
 def run_backend(technique: str, backend: str, profile: str, steps: int | None, workdir: Path,
-                torch_profile: int | None = None) -> dict:
-    """`unsloth-course run` in a child process with the backend forced; returns its run record."""
+                torch_profile: int | None = None, timeout: float | None = None) -> dict:
+    """`unsloth-course run` in a child process with the backend forced; returns its run record.
+
+    The child's output goes to workdir/TECHNIQUE-BACKEND.log as it runs (a run cut off still shows how far it
+    got); after `timeout` seconds the child is killed and RuntimeError says so.
+    """
     runs = workdir / f"runs-{backend}"
     env = dict(os.environ, UNSLOTH_COURSE_BACKEND=backend, UNSLOTH_COURSE_RUNS=str(runs))
     if torch_profile:
@@ -41,14 +45,20 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     if steps:
         command += ["--max-steps", str(steps)]
     print(f"bench: {backend} backend: {' '.join(command[1:])}", flush=True)
-    completed = subprocess.run(command, env=env, text=True, capture_output=True)
     log = workdir / f"{technique}-{backend}.log"
-    log.write_text(completed.stdout + "\n" + completed.stderr)
+    with log.open("w") as sink:
+        try:
+            returncode = subprocess.run(command, env=env, text=True, stdout=sink, stderr=subprocess.STDOUT,
+                                        timeout=timeout).returncode
+        except subprocess.TimeoutExpired:  # subprocess.run killed the child
+            returncode = None
+    output = log.read_text(errors="replace")
     if torch_profile:
-        _print_profile(completed.stdout, backend)
-    if completed.returncode:
-        raise RuntimeError(f"{backend} run failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}"
-                           f"\n{completed.stderr[-3000:]}")
+        _print_profile(output, backend)
+    if returncode is None:
+        raise RuntimeError(f"{backend} run timed out after {timeout:.0f} s; its log ends:\n{output[-3000:]}")
+    if returncode:
+        raise RuntimeError(f"{backend} run failed (exit {returncode}):\n{output[-3000:]}")
     return json.loads((runs / f"{technique}.json").read_text())
 
 
@@ -62,6 +72,8 @@ def _error_line(error: Exception) -> str:
     text = str(error)
     if "out of memory" in text.lower():
         return "CUDA out of memory"
+    if " timed out after " in text:
+        return text.splitlines()[0].split(";")[0]
     lines = [line for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else type(error).__name__)[:200]
 
@@ -121,11 +133,11 @@ def format_table(technique: str, results: dict[str, dict], note: str) -> str:
 
 
 def bench(technique: str, profile: str = "full", steps: int | None = None, json_path: str | None = None,
-          workdir: str | None = None, torch_profile: int | None = None) -> dict:
+          workdir: str | None = None, torch_profile: int | None = None, timeout: float | None = None) -> dict:
     """Run `technique` on every available backend; print the table, optionally write JSON; return the report.
 
     workdir keeps the child runs' outputs and logs (default: a temporary folder). torch_profile=N profiles N
-    steps of each run with torch.profiler and prints its top operators.
+    steps of each run with torch.profiler and prints its top operators. timeout: seconds per backend run.
     """
     backends, note = available_backends()
     results: dict[str, dict] = {}
@@ -134,7 +146,8 @@ def bench(technique: str, profile: str = "full", steps: int | None = None, json_
         root.mkdir(parents=True, exist_ok=True)
         for backend in backends:
             try:
-                results[backend] = measurements(run_backend(technique, backend, profile, steps, root, torch_profile))
+                results[backend] = measurements(run_backend(technique, backend, profile, steps, root, torch_profile,
+                                                            timeout))
             except RuntimeError as error:  # one backend failing (e.g. OOM) must not hide the other's result
                 results[backend] = {"error": _error_line(error)}
                 print(f"bench: {backend} backend failed: {results[backend]['error']}", flush=True)

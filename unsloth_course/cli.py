@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=_positive_int, help="training steps per backend (default: the recipe's)")
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--workdir", help="keep each backend's run output and log here (default: temporary)")
+    bench.add_argument("--timeout", type=_positive_int, metavar="S",
+                       help="kill a backend's run after S seconds (its row says so; the other backend still runs)")
     bench.add_argument("--torch-profile", type=_positive_int, metavar="N",
                        help="profile N training steps of each backend with torch.profiler; print the top operators")
     plan = sub.add_parser("plan", help="estimate GPU memory (weights, adapter, optimizer, activations) from the "
@@ -89,19 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         from .planner import run_plan_command
 
         return run_plan_command(args)
-    from .backend import backend_info  # imports Unsloth first on a GPU
-
-    if args.command == "info":
-        print(backend_info())
-        return 0
-    if args.command == "bench":
+    if args.command == "bench":  # each backend runs in its own process; this one needs no backend
         from .bench import bench
 
         try:
             bench(args.technique, args.profile, args.steps, args.json, workdir=args.workdir,
-                  torch_profile=args.torch_profile)
+                  torch_profile=args.torch_profile, timeout=args.timeout)
         except RuntimeError as error:
             return _error("bench", error)
+        return 0
+    from .backend import backend_info  # imports Unsloth first on a GPU
+
+    if args.command == "info":
+        print(backend_info())
         return 0
     if args.command == "export":
         from .export import ExportError, export_ggufs, format_results
