@@ -59,3 +59,13 @@ def test_a_backend_run_past_its_timeout_is_killed_and_named(tmp_path):
     with pytest.raises(RuntimeError, match="every backend failed: plain: plain run timed out after 1 s"):
         bench.bench("lora", "quick", steps=1, workdir=str(tmp_path), timeout=1)
     assert (tmp_path / "lora-plain.log").is_file()  # the child's output so far
+
+
+def test_a_plain_out_of_memory_on_packed_rows_is_explained():
+    row = {"steps": 2, "step_time_s": 0.2, "tokens_per_s": 190000.0, "peak_memory_gb": 18.7, "memory_device": "cuda",
+           "loss_curve": [[1, 1.5], [2, 1.4]], "backend_reason": "x"}
+    results = {"unsloth": row, "plain": {"error": "CUDA out of memory"}}
+    table = bench.format_table("full", results, "both", "throughput")
+    assert "plain: plain ran out of memory on packed rows" in table and "padding-free" in table
+    # unpacked settings (the full profile): no such explanation is claimed
+    assert "packed rows" not in bench.format_table("full", results, "both", "full")

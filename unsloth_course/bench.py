@@ -78,6 +78,19 @@ def _error_line(error: Exception) -> str:
     return (lines[-1] if lines else type(error).__name__)[:200]
 
 
+def failure_note(technique: str, profile: str, backend: str, error: str) -> str | None:
+    """Why a backend failed, where it is known (measured on the H100)."""
+    from .recipes import get_recipe
+
+    packed = getattr(get_recipe(technique, profile), "packing", False)
+    if backend == "plain" and packed and "out of memory" in error.lower():
+        return ("plain ran out of memory on packed rows: TRL turns on padding-free batches with its bfd packing, "
+                "which flattens the micro-batch into one sequence, and without flash-attention installed "
+                "transformers' SDPA attention is computed over that whole sequence (a 16 x 2048 batch is one "
+                "32,768-token sequence); Unsloth runs the same batch with its own attention")
+    return None
+
+
 def measurements(record: dict) -> dict:
     steps = record.get("steps") or 0
     runtime = record.get("runtime_s") or 0.0
@@ -99,7 +112,7 @@ def _loss_at(curve: list, step: int) -> float | None:
     return next((loss for s, loss in curve if s == step), None)
 
 
-def format_table(technique: str, results: dict[str, dict], note: str) -> str:
+def format_table(technique: str, results: dict[str, dict], note: str, profile: str = "full") -> str:
     ok = {b: r for b, r in results.items() if "error" not in r}
     steps = sorted({s for r in ok.values() for s, _ in r["loss_curve"]})
     checkpoints = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
@@ -121,6 +134,10 @@ def format_table(technique: str, results: dict[str, dict], note: str) -> str:
         row += [f"{_loss_at(r['loss_curve'], s):.4f}" if _loss_at(r["loss_curve"], s) is not None else "-"
                 for s in checkpoints]
         lines.append(" | ".join(row))
+    for backend, r in results.items():
+        explained = failure_note(technique, profile, backend, r["error"]) if "error" in r else None
+        if explained:
+            lines.append(f"{backend}: {explained}.")
     if technique == "dpo":
         lines.append("DPO generates nothing while training: its tokens/s counts the chosen and rejected "
                      "sequences (prompt included) of every pair.")
@@ -155,7 +172,7 @@ def bench(technique: str, profile: str = "full", steps: int | None = None, json_
         raise RuntimeError(f"bench {technique}: every backend failed: "
                            + "; ".join(f"{b}: {r['error']}" for b, r in results.items()))
     report = {"technique": technique, "profile": profile, "note": note, "results": results}
-    print(format_table(technique, results, note))
+    print(format_table(technique, results, note, profile))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2))
