@@ -84,10 +84,11 @@ def failure_note(technique: str, profile: str, backend: str, error: str) -> str 
 
     packed = getattr(get_recipe(technique, profile), "packing", False)
     if backend == "plain" and packed and "out of memory" in error.lower():
-        return ("plain ran out of memory on packed rows: TRL turns on padding-free batches with its bfd packing, "
-                "which flattens the micro-batch into one sequence, and without flash-attention installed "
-                "transformers' SDPA attention is computed over that whole sequence (a 16 x 2048 batch is one "
-                "32,768-token sequence); Unsloth runs the same batch with its own attention")
+        return ("plain ran out of memory on packed rows: TRL's bfd packing turns on padding-free batches, which "
+                "flatten the micro-batch into one sequence (16 x 2048 rows become one of 32,768 tokens), and "
+                "without flash-attention installed transformers falls back to SDPA, which warns that it does not "
+                "support this and failed allocating 1.97 GiB inside scaled_dot_product_attention on the H100 "
+                "(memory that grows with the square of the flattened length); Unsloth runs the same batch")
     return None
 
 
