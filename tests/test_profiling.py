@@ -5,8 +5,12 @@ import types
 import pytest
 import torch
 
-from unsloth_course.profiling import (GenerationTimer, TorchProfileCallback, format_generation_split,
-                                      profile_callback_from_env)
+from unsloth_course.profiling import (
+    GenerationTimer,
+    TorchProfileCallback,
+    format_generation_split,
+    profile_callback_from_env,
+)
 
 
 class FakeGRPOTrainer:

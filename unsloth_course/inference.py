@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
 
 import torch
 
 Message = dict
-Prompt = Union[str, Sequence[Message]]
+Prompt = str | Sequence[Message]
 
 
 def _as_messages(prompt: Prompt, system: str | None) -> list[Message]:

@@ -58,10 +58,11 @@ def notebooks_table() -> str:
 
 def dataset_examples() -> str:
     """One row of each format, produced by the library's offline generators (the Hub's rows look alike)."""
+    from datasets import Dataset
+
     from .data import formats, grpo, synthetic
     from .data.cpt import stdlib_functions
     from .data.dpo import to_dpo_conversations
-    from datasets import Dataset
 
     sft = formats.to_prompt_completion(Dataset.from_list(synthetic.generate_sft_rows(6)))[0]
     dpo_row = to_dpo_conversations(Dataset.from_list(synthetic.generate_dpo_rows(6)))[0]

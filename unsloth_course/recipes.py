@@ -86,7 +86,7 @@ class Recipe:
     def effective_batch_size(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
-    def replace(self, **changes) -> "Recipe":
+    def replace(self, **changes) -> Recipe:
         """A copy with some values changed (validated again)."""
         return dataclasses.replace(self, **changes)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .distributed import print_main
 from .backend import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, backend_info
+from .distributed import print_main
 from .export import save_adapter, save_merged
 from .inference import chat, compare, generate, padding_side
 from .metrics import folder_size_mb, live_loss_callback, reward_trend, write_run_record

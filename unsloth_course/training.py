@@ -10,8 +10,8 @@ import torch
 
 from .backend import is_bfloat16_supported, report_once
 from .distributed import is_main_process
-from .profiling import StepClock
 from .metrics import format_summary, memory_snapshot, reset_peak_memory, training_summary
+from .profiling import StepClock
 from .recipes import Recipe
 
 
