@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .models import DEFAULT_MODEL, fix_special_tokens, resolve_model
+from .settings import env_flag
 
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
@@ -41,7 +42,7 @@ def emulating_t4() -> bool:
     This is how the course proves that the `full` profiles fit a T4 without one: same code, T4's precision,
     T4's memory (torch.cuda.set_per_process_memory_fraction makes allocations beyond the cap fail with OOM).
     """
-    return os.environ.get("UNSLOTH_COURSE_EMULATE_T4", "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("UNSLOTH_COURSE_EMULATE_T4")
 
 
 def apply_t4_emulation() -> float | None:

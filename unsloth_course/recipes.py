@@ -10,10 +10,10 @@ path is the same.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 from .models import DEFAULT_MODEL
+from .settings import env_flag
 
 TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
 PROFILES = ("full", "quick", "throughput")
@@ -235,7 +235,7 @@ _CLASSES = {"full": SFTRecipe, "lora": SFTRecipe, "dpo": DPORecipe, "grpo": GRPO
 
 def quick_mode() -> bool:
     """UNSLOTH_COURSE_QUICK=1 selects the quick profile."""
-    return os.environ.get("UNSLOTH_COURSE_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("UNSLOTH_COURSE_QUICK")
 
 
 def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recipe:
