@@ -9,6 +9,7 @@ import torch
 
 from unsloth_course import backend, data
 from unsloth_course.backend import LORA_TARGET_MODULES, FastLanguageModel
+from unsloth_course.profiling import StepClock
 from unsloth_course.recipes import get_recipe
 from unsloth_course.training import common_args, is_oom, oom_advice, precision_args, resolve_optim, train
 
@@ -80,15 +81,21 @@ class RaisingTrainer:
     def add_callback(self, callback):  # train() attaches its StepClock
         self.callback = callback
 
+    def remove_callback(self, callback):  # ... and removes it, also when training fails
+        assert callback is self.callback
+        self.callback = None
+
     def train(self, resume_from_checkpoint=None):
         raise self.error
 
 
 def test_train_prints_advice_on_oom_and_reraises(capsys):
     recipe = get_recipe("lora", "full")
+    trainer = RaisingTrainer(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        train(RaisingTrainer(torch.cuda.OutOfMemoryError("CUDA out of memory")), recipe)
+        train(trainer, recipe)
     assert capsys.readouterr().out.strip() == oom_advice(recipe)
+    assert trainer.callback is None
     with pytest.raises(RuntimeError, match="shape"):
         train(RaisingTrainer(RuntimeError("shape mismatch")), recipe)
     assert capsys.readouterr().out == ""
@@ -106,6 +113,7 @@ def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
                        completion_only_loss=True, gradient_checkpointing=False)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
     summary = train(trainer, recipe)
+    assert not any(isinstance(c, StepClock) for c in trainer.callback_handler.callbacks)  # removed after training
     assert (summary["technique"], summary["profile"], summary["steps"]) == ("lora", "quick", 2)
     assert summary["step_time_median_s"] > 0 and summary["steady_tokens_per_s"] > 0  # StepClock attached
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0 and summary["runtime_s"] > 0
@@ -124,6 +132,7 @@ def test_trainer_fake_summary_verbose_off(capsys):
         state=SimpleNamespace(log_history=[], global_step=0, num_input_tokens_seen=0),
         model=torch.nn.Linear(2, 2),
         add_callback=lambda callback: None,
+        remove_callback=lambda callback: None,
     )
     summary = train(trainer, get_recipe("cpt", "quick"), technique="custom", verbose=False, note="x")
     assert (summary["technique"], summary["note"], summary["first_loss"]) == ("custom", "x", None)

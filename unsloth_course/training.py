@@ -97,6 +97,8 @@ def train(trainer, recipe: Recipe, technique: str | None = None, resume_from_che
         if is_oom(error) and is_main_process():
             print(oom_advice(recipe))
         raise
+    finally:  # a second train() on the same trainer gets its own clock, not this one's steps too
+        trainer.remove_callback(clock)
     end = memory_snapshot()
     summary = training_summary(trainer, output, start, end, technique or recipe.technique,
                                profile=recipe.profile, **clock.summary(), **extra)
