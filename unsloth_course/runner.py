@@ -136,7 +136,8 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     prompts = list(SFT_PROMPTS)
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
-                       packing=recipe.packing, completion_only_loss=True,
+                       packing=recipe.packing, pad_to_multiple_of=recipe.pad_to_multiple_of,
+                       completion_only_loss=True,
                        gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
@@ -246,6 +247,7 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     config = UnslothTrainingArguments(**common_args(recipe, str(out), **options.trainer_args()),
                                       embedding_learning_rate=recipe.embedding_learning_rate,
                                       max_length=recipe.max_seq_length, packing=recipe.packing,
+                                      pad_to_multiple_of=recipe.pad_to_multiple_of,
                                       dataset_text_field="text")
     trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                              callbacks=options.callback_list())
