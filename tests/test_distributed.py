@@ -137,6 +137,7 @@ WORKER = textwrap.dedent('''
     if distributed.is_main_process():
         with open(os.path.join(out, "ddp_record.json"), "x") as handle:  # "x": a second writer would fail
             json.dump(record, handle)
+    distributed.shutdown()  # every rank waits for the others, then the process group is destroyed
     print(f"rank {distributed.rank()} done", flush=True)
 ''')
 

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from . import distributed
     from .recipes import get_recipe
     from .runner import NoCheckpointError, run
 
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             save_total_limit=args.save_total_limit, resume=args.resume, train_only=args.train_only)
     except NoCheckpointError as error:
         return _error("run", error)
+    distributed.shutdown()  # under torchrun: no rank leaves while another still works
     return 0
 
 

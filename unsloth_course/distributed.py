@@ -115,6 +115,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """At the end of a launched run: wait for every rank, then destroy the process group (no-op without one).
+
+    A rank that exits while the others still work tears gloo down under them: CI saw rank 1 die with SIGABRT
+    after its last line while rank 0 was writing the record.
+    """
+    dist = _dist()
+    if dist is not None:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def device_for_rank() -> str:
     """cuda:LOCAL_RANK on a GPU machine, else cpu: where this rank's model copy belongs."""
     import torch
@@ -174,4 +186,4 @@ def scaling_record(recipe: Any, world: int | None = None) -> dict[str, Any]:
 
 __all__ = ["UNSLOTH_MULTI_GPU", "barrier", "describe_scaling", "device_for_rank", "global_batch",
            "is_distributed", "is_main_process", "local_rank", "main_process_only", "print_main", "rank",
-           "scaling_record", "trainer_ddp_args", "world_size"]
+           "scaling_record", "shutdown", "trainer_ddp_args", "world_size"]
