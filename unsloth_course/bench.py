@@ -3,8 +3,8 @@
 Each backend runs in its own process (the backend is chosen at import: UNSLOTH_COURSE_BACKEND=unsloth|plain)
 through `unsloth-course run --train-only` (no answers, evaluation or saving), and the run records are
 compared: step time, trained tokens/s (padding not counted), peak GPU memory, loss at matching steps, and the
-Unsloth/plain ratio; for GRPO also generated tokens/s and the share of time spent generating. A backend that fails (e.g. out of memory) gets its error in
-the table, and the other still runs. On a CPU only the plain backend runs, and the table says why.
+Unsloth/plain ratio; for GRPO also generated tokens/s and the share of time spent generating. A backend that
+fails (e.g. out of memory, or past its timeout) gets its error in the table, and the other still runs. On a CPU only the plain backend runs, and the table says why.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ def available_backends() -> tuple[list[str], str]:
     if importlib.util.find_spec("unsloth") is None:
         return ["plain"], "unsloth is not installed: only the plain backend is measured"
     return ["unsloth", "plain"], "both backends, same recipe and data"
+
+
+class BackendTimeout(RuntimeError):
+    """A backend's run went past its timeout and was killed."""
 
 
 def run_backend(technique: str, backend: str, profile: str, steps: int | None, workdir: Path,
@@ -56,7 +60,7 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     if torch_profile:
         _print_profile(output, backend)
     if returncode is None:
-        raise RuntimeError(f"{backend} run timed out after {timeout:.0f} s; its log ends:\n{output[-3000:]}")
+        raise BackendTimeout(f"{backend} run timed out after {timeout:.0f} s; its log ends:\n{output[-3000:]}")
     if returncode:
         raise RuntimeError(f"{backend} run failed (exit {returncode}):\n{output[-3000:]}")
     return json.loads((runs / f"{technique}.json").read_text())
@@ -72,8 +76,8 @@ def _error_line(error: Exception) -> str:
     text = str(error)
     if "out of memory" in text.lower():
         return "CUDA out of memory"
-    if " timed out after " in text:
-        return text.splitlines()[0].split(";")[0]
+    if isinstance(error, BackendTimeout):  # its last lines are the child's log, not the reason
+        return text.split(";")[0]
     lines = [line for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else type(error).__name__)[:200]
 
@@ -82,10 +86,12 @@ def failure_note(technique: str, profile: str, backend: str, error: str) -> str 
     """Why a backend failed, where it is known (measured on the H100)."""
     from .recipes import get_recipe
 
-    packed = getattr(get_recipe(technique, profile), "packing", False)
-    if backend == "plain" and packed and "out of memory" in error.lower():
+    recipe = get_recipe(technique, profile)
+    if backend == "plain" and getattr(recipe, "packing", False) and "out of memory" in error.lower():
+        rows, length = recipe.per_device_train_batch_size, recipe.max_seq_length
         return ("plain ran out of memory on packed rows: TRL's bfd packing turns on padding-free batches, which "
-                "flatten the micro-batch into one sequence (16 x 2048 rows become one of 32,768 tokens), and "
+                f"flatten the micro-batch into one sequence ({rows} x {length} rows become one of "
+                f"{rows * length:,} tokens), and "
                 "without flash-attention installed transformers falls back to SDPA, which warns that it does not "
                 "support this and failed allocating 1.97 GiB inside scaled_dot_product_attention on the H100 "
                 "(memory that grows with the square of the flattened length); Unsloth runs the same batch")

@@ -187,7 +187,8 @@ _THROUGHPUT = dict(max_seq_length=2048, per_device_train_batch_size=16, gradient
 # compiled Unsloth steps took 2-4.5 s against 0.16 s for the others, which looks like recompilation for new
 # lengths (not yet confirmed by a rerun): padding that sequence to the micro-batch's full 16 x 2048 tokens gives
 # every step the same shape, for under 1% padding (bfd packing fills rows almost completely).
-_PACKED_THROUGHPUT = dict(_THROUGHPUT, packing=True, pad_to_multiple_of=16 * 2048)
+_PACKED_THROUGHPUT = dict(_THROUGHPUT, packing=True, pad_to_multiple_of=_THROUGHPUT["per_device_train_batch_size"]
+                          * _THROUGHPUT["max_seq_length"])
 
 _PROFILES: dict[str, dict[str, dict]] = {
     "full": {

@@ -104,13 +104,9 @@ def _add_lora(model, recipe: Recipe):
     )
 
 
-def _answers(prompts: list[str], before: list[str] | None, after: list[str] | None) -> dict[str, Any]:
-    return {} if before is None or after is None else {"answers": compare(prompts, before, after).to_records()}
-
-
-def _save(model, tokenizer, out: Path, merged: bool, options: RunOptions) -> dict[str, float]:
+def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
     """Adapter (LoRA) or full model, plus a merged 16-bit copy for LoRA; returns sizes in MB (rank 0 only)."""
-    if options.train_only or not distributed.is_main_process():
+    if not distributed.is_main_process():
         return {}
     if not merged:
         model.save_pretrained(out / "model", safe_serialization=True)
@@ -142,9 +138,11 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
-    after = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=not full, options=options)
-    return {**summary, **sizes, **_answers(prompts, before, after)}
+    if options.train_only:
+        return summary
+    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    sizes = _save(model, tokenizer, out, merged=not full)
+    return {**summary, **sizes, "answers": compare(prompts, before, after).to_records()}
 
 
 def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
@@ -174,11 +172,11 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
         return summary
     acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
     after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=True, options=options)
+    sizes = _save(model, tokenizer, out, merged=True)
     print(f"held-out preference accuracy (log p chosen > log p rejected): "
           f"{acc_before['logp_accuracy']:.1%} -> {acc_after['logp_accuracy']:.1%}")
     return {**summary, **sizes, "preference_before": acc_before, "preference_after": acc_after,
-            **_answers(prompts, before, after)}
+            "answers": compare(prompts, before, after).to_records()}
 
 
 def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
@@ -218,7 +216,7 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     if options.train_only:
         return summary
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-    sizes = _save(model, tokenizer, out, merged=True, options=options)
+    sizes = _save(model, tokenizer, out, merged=True)
     trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
     for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
         print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
@@ -240,10 +238,13 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
     general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
     headers = list(CODE_HEADERS)
-    if not options.train_only:
-        ppl_before = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
-                      "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
-        before = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+
+    def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check
+        return {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
+                "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+
+    ppl_before = options.evaluating(perplexities)
+    before = options.evaluating(generate, model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
     config = UnslothTrainingArguments(**common_args(recipe, str(out), **options.trainer_args()),
                                       embedding_learning_rate=recipe.embedding_learning_rate,
                                       max_length=recipe.max_seq_length, packing=recipe.packing,
@@ -254,14 +255,13 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     if options.train_only:
         return summary
-    ppl_after = {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
-                 "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+    ppl_after = perplexities()
     after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
-    sizes = _save(model, tokenizer, out, merged=True, options=options)
+    sizes = _save(model, tokenizer, out, merged=True)
     print(f"code perplexity {ppl_before['code']:.2f} -> {ppl_after['code']:.2f}; "
           f"general text perplexity {ppl_before['general']:.2f} -> {ppl_after['general']:.2f}")
     return {**summary, **sizes, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
-            **_answers(headers, before, after)}
+            "answers": compare(headers, before, after).to_records()}
 
 
 RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "cpt": run_cpt}
@@ -315,7 +315,8 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
         print(f"\n=== {row['prompt'][:100]}")
         print(f"--- before training:\n{row['before training']}")
         print(f"--- after training:\n{row['after training']}")
-    record = {**result, "train_only": train_only, "recipe": recipe.to_dict(), "output_dir": str(out), "model_name": model_name}
+    record = {**result, "train_only": train_only, "recipe": recipe.to_dict(), "output_dir": str(out),
+              "model_name": model_name}
     path = write_run_record(technique, record, runs_dir)
     if record_name:
         path = path.replace(path.with_name(f"{record_name}.json"))
