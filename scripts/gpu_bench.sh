@@ -1,35 +1,34 @@
 #!/usr/bin/env bash
-# The bench behind docs/RESULTS.md's backend table. On the GPU machine, after `source /tmp/gpu/device-b.sh`:
-#   STEPS=12 bash scripts/gpu_bench.sh full lora cpt dpo grpo[:STEPS]
-# Runs `unsloth-course bench TECHNIQUE --profile throughput` one technique at a time (alone on the GPU, so the
-# times are comparable), with a torch-profiler window of 2 steps. Everything (JSON, logs, run records) goes
-# into one archive, $OUT/bench.tgz, refreshed after each technique (the device returns at most 8 files), and
-# the whole script stops starting work $TOTAL seconds (default 560) after it began.
+# The bench runs behind docs/RESULTS.md's backend table. On the GPU machine, after `source /tmp/gpu/device-b.sh`:
+#   TOTAL=560 bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-final.txt
+# FILE has one line per item, `NAME COMMAND...` (blank lines and # comments skipped); the items run one after
+# the other (alone on the GPU, so their times are comparable). $W is the item's own folder: pass it to
+# `unsloth-course bench ... --workdir $W --json $W/bench.json`. An item gets what is left of $TOTAL seconds
+# (at most $ITEM_TIMEOUT, default 300); the whole script starts nothing once fewer than 30 s are left.
+# Everything (bench JSON, the children's logs without progress bars, run records) goes into one archive,
+# $OUT/bench.tgz, refreshed after each item (the device returns at most 8 files).
 set -uo pipefail
+plan=$1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 WORK=/tmp/bench_out; mkdir -p "$WORK"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 deadline=$(( $(date +%s) + ${TOTAL:-560} ))
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/gpu.txt"
 python3 -c "from unsloth_course.models import resolve_model; resolve_model()"  # convert the GGUF once
-for item in "$@"; do
-  technique=${item%%:*}; steps=${STEPS:-12}
-  [ "$item" != "$technique" ] && steps=${item#*:}
+while read -r name command; do
+  case "$name" in ''|'#'*) continue ;; esac
   left=$(( deadline - $(date +%s) ))
-  limit=$(( left < ${BENCH_TIMEOUT:-300} ? left : ${BENCH_TIMEOUT:-300} ))
-  if [ "$limit" -lt 30 ]; then echo "bench $technique: not started ($left s left)" | tee -a "$WORK/bench.txt"; continue; fi
-  child=$(( limit / 2 - 5 < ${CHILD_TIMEOUT:-90} ? limit / 2 - 5 : ${CHILD_TIMEOUT:-90} ))  # per backend run
+  limit=$(( left < ${ITEM_TIMEOUT:-300} ? left : ${ITEM_TIMEOUT:-300} ))
+  if [ "$limit" -lt 30 ]; then echo "$name: not started ($left s left)" | tee -a "$WORK/bench.txt"; continue; fi
+  export W="$WORK/$name"; mkdir -p "$W"
   start=$(date +%s)
-  timeout "$limit" python3 -m unsloth_course bench "$technique" --profile "${PROFILE:-throughput}" \
-    --steps "$steps" --torch-profile 2 --timeout "$child" --json "$WORK/bench-$technique.json" --workdir "/tmp/bench-$technique" \
-    > "$WORK/bench-$technique.log" 2>&1
-  echo "bench $technique ($steps steps): exit $? after $(( $(date +%s) - start )) s" | tee -a "$WORK/bench.txt"
-  for log in /tmp/bench-"$technique"/*.log; do  # child logs without progress bars
-    [ -f "$log" ] && tr '\r' '\n' < "$log" | grep -v -E "it/s\]|s/it\]|examples/s\]" > "$WORK/$(basename "$log")"
+  timeout "$limit" bash -c "$command" < /dev/null 2>&1 | tr '\r' '\n' \
+    | grep --line-buffered -v -E "it/s\]|s/it\]|examples/s\]" > "$W/item.log"
+  echo "$name: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$WORK/bench.txt"
+  for log in "$W"/*-unsloth.log "$W"/*-plain.log; do  # child logs without progress bars
+    [ -f "$log" ] && tr '\r' '\n' < "$log" | grep -v -E "it/s\]|s/it\]|examples/s\]" > "$log.txt" && rm "$log"
   done
-  for runs in /tmp/bench-"$technique"/runs-*; do  # the run records (runs-unsloth, runs-plain)
-    [ -d "$runs" ] && mkdir -p "$WORK/$technique-$(basename "$runs")" && cp "$runs"/*.json "$WORK/$technique-$(basename "$runs")/"
-  done
-  tar czf "$OUT/bench.tmp" -C "$WORK" . && mv -f "$OUT/bench.tmp" "$OUT/bench.tgz"
-done
+  find "$W" -mindepth 2 -name "*.safetensors" -delete  # run outputs: keep logs and records, not weights
+  tar czf "$OUT/bench.tmp" --exclude="out-*" -C "$WORK" . && mv -f "$OUT/bench.tmp" "$OUT/bench.tgz"
+done < "$plan"
 cat "$WORK/bench.txt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
@@ -211,6 +212,18 @@ def _load_adapter_folder(folder: Path, adapter_config: Path, **load_args: Any):
     return model, tokenizer
 
 
+def _attention_kernel(requested: str | None) -> str | None:
+    """The attention kernel the plain backend can use here: flex attention has no CPU backward, and
+    flash_attention_2 needs the flash-attn package; both fall back to SDPA, saying so."""
+    if requested == "flex_attention" and not torch.cuda.is_available():
+        report_once("flex", "attn_implementation='flex_attention' cannot train on a CPU (no backward there): using sdpa")
+        return "sdpa"
+    if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        report_once("fa2", "attn_implementation='flash_attention_2' needs the flash-attn package: using sdpa")
+        return "sdpa"
+    return requested
+
+
 class PlainFastLanguageModel:
     """The plain backend: transformers + PEFT behind Unsloth's FastLanguageModel signatures."""
 
@@ -255,8 +268,10 @@ class PlainFastLanguageModel:
             return _load_adapter_folder(Path(path), adapter_config, max_seq_length=max_seq_length, dtype=dtype,
                                         token=token, trust_remote_code=trust_remote_code, random_state=random_state)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        kernel = _attention_kernel(kwargs.get("attn_implementation"))
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, token=token, trust_remote_code=trust_remote_code
+            path, dtype=dtype, token=token, trust_remote_code=trust_remote_code,
+            **({"attn_implementation": kernel} if kernel else {}),
         ).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, token=token, trust_remote_code=trust_remote_code)
         if model_name == DEFAULT_MODEL:
@@ -385,6 +400,8 @@ if _unsloth is not None:
         def from_pretrained(model_name: str = DEFAULT_MODEL, *args: Any, **kwargs: Any):
             if kwargs.get("dtype") is None and not args:
                 kwargs["dtype"] = default_dtype()  # Unsloth's own choice, except when emulating a T4 (fp16)
+            if kwargs.pop("attn_implementation", None):
+                report_once("attn", "attn_implementation is for the plain backend: Unsloth picks its own attention")
             model, tokenizer = _UnslothFLM.from_pretrained(resolve_model(model_name), *args, **kwargs)
             if model_name == DEFAULT_MODEL:
                 fix_special_tokens(tokenizer)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,7 +35,8 @@ class BackendTimeout(RuntimeError):
 
 
 def run_backend(technique: str, backend: str, profile: str, steps: int | None, workdir: Path,
-                torch_profile: int | None = None, timeout: float | None = None) -> dict:
+                torch_profile: int | None = None, timeout: float | None = None,
+                overrides: Sequence[str] = ()) -> dict:
     """`unsloth-course run` in a child process with the backend forced; returns its run record.
 
     The child's output goes to workdir/TECHNIQUE-BACKEND.log as it runs (a run cut off still shows how far it
@@ -48,6 +50,8 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
                "--output-dir", str(workdir / f"out-{backend}"), "--train-only"]
     if steps:
         command += ["--max-steps", str(steps)]
+    for item in overrides:
+        command += ["--set", item]
     print(f"bench: {backend} backend: {' '.join(command[1:])}", flush=True)
     log = workdir / f"{technique}-{backend}.log"
     with log.open("w") as sink:
@@ -157,13 +161,26 @@ def format_table(technique: str, results: dict[str, dict], note: str, profile: s
 
 
 def bench(technique: str, profile: str = "full", steps: int | None = None, json_path: str | None = None,
-          workdir: str | None = None, torch_profile: int | None = None, timeout: float | None = None) -> dict:
+          workdir: str | None = None, torch_profile: int | None = None, timeout: float | None = None,
+          overrides: Sequence[str] = (), backends: Sequence[str] | None = None) -> dict:
     """Run `technique` on every available backend; print the table, optionally write JSON; return the report.
 
     workdir keeps the child runs' outputs and logs (default: a temporary folder). torch_profile=N profiles N
     steps of each run with torch.profiler and prints its top operators. timeout: seconds per backend run.
+    overrides: recipe changes as KEY=VALUE, the same for every backend. backends: a subset to run.
     """
-    backends, note = available_backends()
+    available, note = available_backends()
+    if backends is not None:
+        unknown = [b for b in backends if b not in ("unsloth", "plain")]
+        if unknown or not backends:
+            raise ValueError(f"backends={list(backends)!r}: allowed unsloth, plain")
+        missing = [b for b in backends if b not in available]
+        if missing:
+            raise ValueError(f"backend {missing[0]} cannot run here: {note}")
+        note = f"{note}; run: {', '.join(backends)}"
+    backends = list(backends or available)
+    if overrides:
+        note = f"{note}; recipe changes: {' '.join(overrides)}"
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="unsloth-course-bench-") as tmp:
         root = Path(workdir or tmp)
@@ -171,14 +188,15 @@ def bench(technique: str, profile: str = "full", steps: int | None = None, json_
         for backend in backends:
             try:
                 results[backend] = measurements(run_backend(technique, backend, profile, steps, root, torch_profile,
-                                                            timeout))
+                                                            timeout, overrides))
             except RuntimeError as error:  # one backend failing (e.g. OOM) must not hide the other's result
                 results[backend] = {"error": _error_line(error)}
                 print(f"bench: {backend} backend failed: {results[backend]['error']}", flush=True)
     if not any("error" not in r for r in results.values()):
         raise RuntimeError(f"bench {technique}: every backend failed: "
                            + "; ".join(f"{b}: {r['error']}" for b, r in results.items()))
-    report = {"technique": technique, "profile": profile, "note": note, "results": results}
+    report = {"technique": technique, "profile": profile, "note": note, "overrides": list(overrides),
+              "results": results}
     print(format_table(technique, results, note, profile))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the newest K checkpoints (default 2)")
     run.add_argument("--train-only", action="store_true",
                      help="time the training alone: no answers before/after, no evaluation, nothing saved (bench)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="change one recipe field, e.g. --set per_device_train_batch_size=32 (repeatable)")
     run.add_argument("--resume", action="store_true",
                      help="continue from the latest checkpoint in the output folder (error if there is none)")
     pipe = sub.add_parser("pipeline", help="chain techniques, e.g. `pipeline cpt sft dpo`: each stage starts "
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("technique", choices=TECHNIQUES)
     bench.add_argument("--profile", choices=PROFILES, default="full")
     bench.add_argument("--steps", type=_positive_int, help="training steps per backend (default: the recipe's)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="change one recipe field for both backends (repeatable)")
+    bench.add_argument("--backends", default=None, metavar="NAMES",
+                       help="comma-separated subset of unsloth,plain (default: every backend this machine has)")
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--workdir", help="keep each backend's run output and log here (default: temporary)")
     bench.add_argument("--timeout", type=_positive_int, metavar="S",
@@ -93,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_plan_command(args)
     if args.command == "bench":  # each backend runs in its own process; this one needs no backend
         from .bench import bench
+        from .recipes import get_recipe, parse_overrides
 
-        try:
+        try:  # a bad --set fails here, before any child loads a model
+            get_recipe(args.technique, args.profile, **parse_overrides(args.technique, args.overrides))
+            backends = args.backends.split(",") if args.backends else None
             bench(args.technique, args.profile, args.steps, args.json, workdir=args.workdir,
-                  torch_profile=args.torch_profile, timeout=args.timeout)
-        except RuntimeError as error:
+                  torch_profile=args.torch_profile, timeout=args.timeout, overrides=args.overrides,
+                  backends=backends)
+        except (RuntimeError, ValueError) as error:
             return _error("bench", error)
         return 0
     from .backend import backend_info  # imports Unsloth first on a GPU
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from . import distributed
-    from .recipes import get_recipe
+    from .recipes import get_recipe, parse_overrides
     from .runner import NoCheckpointError, run
 
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_in_4bit:
         overrides["load_in_4bit"] = True
     try:
+        overrides.update(parse_overrides(args.technique, args.overrides))
         recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
     except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit: before any model is loaded
         return _error("run", error)

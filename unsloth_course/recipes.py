@@ -9,14 +9,19 @@ path is the same.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .models import DEFAULT_MODEL
 from .settings import env_flag
 
 TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
 PROFILES = ("full", "quick", "throughput")
+ATTENTION_KERNELS = (None, "sdpa", "eager", "flex_attention", "flash_attention_2")
+PACKING_STRATEGIES = ("bfd", "wrapped")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -55,6 +60,9 @@ class Recipe:
     # pad every batch to a multiple of this many tokens (TRL's collator; padding is not trained on or counted):
     # fewer distinct shapes for compiled kernels. None: pad to the longest row only.
     pad_to_multiple_of: int | None = None
+    # attention kernel for the plain backend (transformers' attn_implementation; None: its default, SDPA).
+    # Unsloth picks its own kernels and ignores this.
+    attn_implementation: str | None = None
     # LoRA (ignored by full fine-tuning)
     lora_r: int = 16
     lora_alpha: int = 16
@@ -84,6 +92,9 @@ class Recipe:
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0, t)
         if self.warmup_steps < 0:
             raise ValueError(f"{t} recipe: warmup_steps={self.warmup_steps} must be >= 0")
+        if self.attn_implementation not in ATTENTION_KERNELS:
+            raise ValueError(f"{t} recipe: attn_implementation={self.attn_implementation!r} is not supported; "
+                             f"allowed: {', '.join(map(str, ATTENTION_KERNELS))}")
         if self.pad_to_multiple_of is not None and not _positive_int(self.pad_to_multiple_of):
             raise ValueError(f"{t} recipe: pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive "
                              "integer or None")
@@ -100,11 +111,25 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+def _check_packing(recipe: Recipe) -> None:
+    strategy = recipe.packing_strategy
+    if strategy not in PACKING_STRATEGIES:
+        raise ValueError(f"{recipe.technique} recipe: packing_strategy={strategy!r} is not supported; "
+                         f"allowed: {', '.join(PACKING_STRATEGIES)}")
+
+
 @dataclass(frozen=True)
 class SFTRecipe(Recipe):
     """Full fine-tuning and LoRA on Alpaca-style instructions."""
 
     packing: bool = False
+    # "bfd": whole examples fitted into rows, trained padding-free (each attends only to itself);
+    # "wrapped": one stream cut into full rows (examples can see the end of the one before)
+    packing_strategy: str = "bfd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_packing(self)
 
 
 @dataclass(frozen=True)
@@ -161,10 +186,12 @@ class GRPORecipe(Recipe):
 class CPTRecipe(Recipe):
     embedding_learning_rate: float = 2e-5
     packing: bool = True
+    packing_strategy: str = "bfd"
     train_embeddings: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_packing(self)
         _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
         if not self.train_embeddings and {"embed_tokens", "lm_head"} & set(self.target_modules):
             raise ValueError("cpt recipe: train_embeddings=False but target_modules lists embed_tokens/lm_head")
@@ -187,8 +214,11 @@ _THROUGHPUT = dict(max_seq_length=2048, per_device_train_batch_size=16, gradient
 # compiled Unsloth steps took 2-4.5 s against 0.16 s for the others, which looks like recompilation for new
 # lengths (not yet confirmed by a rerun): padding that sequence to the micro-batch's full 16 x 2048 tokens gives
 # every step the same shape, for under 1% padding (bfd packing fills rows almost completely).
+# The plain backend needs an attention kernel that keeps packed examples apart without a dense mask: with SDPA,
+# transformers builds a (16 x 2048)^2 mask for the flattened batch and ran out of memory on the H100; flex
+# attention (CUDA only) builds a block mask instead. Unsloth uses its own kernels.
 _PACKED_THROUGHPUT = dict(_THROUGHPUT, packing=True, pad_to_multiple_of=_THROUGHPUT["per_device_train_batch_size"]
-                          * _THROUGHPUT["max_seq_length"])
+                          * _THROUGHPUT["max_seq_length"], attn_implementation="flex_attention")
 
 _PROFILES: dict[str, dict[str, dict]] = {
     "full": {
@@ -211,7 +241,8 @@ _PROFILES: dict[str, dict[str, dict]] = {
                       beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
         # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead
         "throughput": dict(_THROUGHPUT, learning_rate=5e-5, max_seq_length=1024, max_prompt_length=512,
-                           per_device_train_batch_size=32, n_train_rows=1200, weight_decay=0.0),
+                           per_device_train_batch_size=32, n_train_rows=1200, weight_decay=0.0,
+                           pad_to_multiple_of=64),  # a few batch shapes instead of one per longest pair
     },
     "grpo": {
         # 2 prompts x 8 completions per step; a 30-step format warm-up leaves room for GRPO to raise both the
@@ -251,6 +282,32 @@ def quick_mode() -> bool:
     return env_flag("UNSLOTH_COURSE_QUICK")
 
 
+def parse_overrides(technique: str, items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings (the CLI's --set) as recipe overrides; unknown keys fail here, naming the allowed ones.
+
+    Values are Python literals (16, 2e-4, True, None, "wrapped", [1, 2]); anything else is taken as a string.
+    The recipe checks the values' ranges when it is built.
+    """
+    if technique not in _CLASSES:
+        raise ValueError(f"unknown technique {technique!r}; allowed: {', '.join(TECHNIQUES)}")
+    fields = {f.name: f for f in dataclasses.fields(_CLASSES[technique])}
+    fields.pop("technique"), fields.pop("profile")
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. per_device_train_batch_size=32")
+        if key not in fields:
+            raise ValueError(f"--set {key}: not a field of the {technique} recipe; allowed: {', '.join(fields)}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        overrides[key] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
 def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recipe:
     """The recipe for `technique` in `profile` ("full"/"quick"; default from UNSLOTH_COURSE_QUICK)."""
     if technique not in _CLASSES:
@@ -266,5 +323,5 @@ def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recip
     return _CLASSES[technique](technique=technique, profile=profile, **values)
 
 
-__all__ = ["CPTRecipe", "DPORecipe", "GRPORecipe", "PROFILES", "Recipe", "SFTRecipe", "TECHNIQUES",
-           "get_recipe", "quick_mode"]
+__all__ = ["ATTENTION_KERNELS", "CPTRecipe", "DPORecipe", "GRPORecipe", "PACKING_STRATEGIES", "PROFILES", "Recipe",
+           "SFTRecipe", "TECHNIQUES", "get_recipe", "parse_overrides", "quick_mode"]

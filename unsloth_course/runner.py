@@ -90,9 +90,11 @@ def _checkpointing(recipe: Recipe) -> str | bool:
 
 
 def _load(recipe: Recipe, full_finetuning: bool = False, model_name: str | None = None):
+    kernel = {"attn_implementation": recipe.attn_implementation} if recipe.attn_implementation else {}
     return FastLanguageModel.from_pretrained(
         model_name=model_name or recipe.model_name, max_seq_length=recipe.max_seq_length, dtype=None,
         load_in_4bit=recipe.load_in_4bit, full_finetuning=full_finetuning, use_gradient_checkpointing=_checkpointing(recipe),
+        **kernel,
     )
 
 
@@ -132,8 +134,8 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     prompts = list(SFT_PROMPTS)
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
-                       packing=recipe.packing, pad_to_multiple_of=recipe.pad_to_multiple_of,
-                       completion_only_loss=True,
+                       packing=recipe.packing, packing_strategy=recipe.packing_strategy,
+                       pad_to_multiple_of=recipe.pad_to_multiple_of, completion_only_loss=True,
                        gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
@@ -164,7 +166,7 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     config = DPOConfig(**common_args(recipe, str(out), **options.trainer_args()), beta=recipe.beta,
                        max_length=recipe.max_seq_length, truncation_mode="keep_start",
-                       gradient_checkpointing=recipe.gradient_checkpointing)
+                       pad_to_multiple_of=recipe.pad_to_multiple_of, gradient_checkpointing=recipe.gradient_checkpointing)
     trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=split["train"],
                          processing_class=tokenizer, callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
@@ -248,6 +250,7 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     config = UnslothTrainingArguments(**common_args(recipe, str(out), **options.trainer_args()),
                                       embedding_learning_rate=recipe.embedding_learning_rate,
                                       max_length=recipe.max_seq_length, packing=recipe.packing,
+                                      packing_strategy=recipe.packing_strategy,
                                       pad_to_multiple_of=recipe.pad_to_multiple_of,
                                       dataset_text_field="text")
     trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
