@@ -210,15 +210,12 @@ _QUICK = dict(max_seq_length=256, n_train_rows=64, n_eval_rows=8, per_device_tra
 _THROUGHPUT = dict(max_seq_length=2048, per_device_train_batch_size=16, gradient_accumulation_steps=1,
                    gradient_checkpointing=False, optim="adamw_torch_fused", max_steps=20, warmup_steps=2,
                    logging_steps=1, n_eval_rows=16, max_new_tokens=32)
-# Packed batches are flattened into one sequence whose length changes from step to step. On the H100 some
-# compiled Unsloth steps took 2-4.5 s against 0.16 s for the others, which looks like recompilation for new
-# lengths (not yet confirmed by a rerun): padding that sequence to the micro-batch's full 16 x 2048 tokens gives
-# every step the same shape, for under 1% padding (bfd packing fills rows almost completely).
 # The plain backend needs an attention kernel that keeps packed examples apart without a dense mask: with SDPA,
 # transformers builds a (16 x 2048)^2 mask for the flattened batch and ran out of memory on the H100; flex
-# attention (CUDA only) builds a block mask instead. Unsloth uses its own kernels.
-_PACKED_THROUGHPUT = dict(_THROUGHPUT, packing=True, pad_to_multiple_of=_THROUGHPUT["per_device_train_batch_size"]
-                          * _THROUGHPUT["max_seq_length"], attn_implementation="flex_attention")
+# attention (CUDA only) builds a block mask instead. Unsloth uses its own kernels. (Padding the flattened batch
+# to one fixed shape, pad_to_multiple_of=16 x 2048, made Unsloth's full fine-tuning run out of memory on the
+# H100 and torch's recompile log showed no recompilation without it, so packed rows are not padded.)
+_PACKED_THROUGHPUT = dict(_THROUGHPUT, packing=True, attn_implementation="flex_attention")
 
 _PROFILES: dict[str, dict[str, dict]] = {
     "full": {
@@ -239,9 +236,10 @@ _PROFILES: dict[str, dict[str, dict]] = {
                      per_device_train_batch_size=8, gradient_accumulation_steps=1),
         "quick": dict(_QUICK, learning_rate=5e-5, max_steps=6, n_eval_rows=12, max_prompt_length=128,
                       beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
-        # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead
+        # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead (on the H100, 32 pairs
+        # took a 0.29 s step for 5,200 tokens: launch-bound, so more pairs per step)
         "throughput": dict(_THROUGHPUT, learning_rate=5e-5, max_seq_length=1024, max_prompt_length=512,
-                           per_device_train_batch_size=32, n_train_rows=1200, weight_decay=0.0,
+                           per_device_train_batch_size=128, n_train_rows=2400, weight_decay=0.0,
                            pad_to_multiple_of=64),  # a few batch shapes instead of one per longest pair
     },
     "grpo": {
