@@ -65,7 +65,46 @@ def test_a_plain_out_of_memory_on_packed_rows_is_explained():
     row = {"steps": 2, "step_time_s": 0.2, "tokens_per_s": 190000.0, "peak_memory_gb": 18.7, "memory_device": "cuda",
            "loss_curve": [[1, 1.5], [2, 1.4]], "backend_reason": "x"}
     results = {"unsloth": row, "plain": {"error": "CUDA out of memory"}}
-    table = bench.format_table("full", results, "both", "throughput")
+    table = bench.format_table("full", results, "both", "throughput", ["attn_implementation=sdpa"])
     assert "plain: plain ran out of memory on packed rows" in table and "padding-free" in table
-    # unpacked settings (the full profile): no such explanation is claimed
+    # unpacked settings (the full profile), or the throughput profile's flex attention: no such explanation
     assert "packed rows" not in bench.format_table("full", results, "both", "full")
+    assert "packed rows" not in bench.format_table("full", results, "both", "throughput")
+
+
+def test_a_run_that_recorded_its_training_and_then_hung_is_used(tmp_path, monkeypatch):
+    import subprocess
+
+    def child(command, env, timeout, **kwargs):  # writes its record, then never exits
+        runs = tmp_path / "runs-plain"
+        runs.mkdir(parents=True, exist_ok=True)
+        (runs / "grpo.json").write_text(json.dumps({"steps": 3, "runtime_s": 9.0, "tokens_per_s": 10.0,
+                                                       "memory_peak_gb": 1.0, "memory_device": "cpu"}))
+        raise subprocess.TimeoutExpired(command, timeout)
+
+    monkeypatch.setattr(subprocess, "run", child)
+    record = bench.run_backend("grpo", "plain", "quick", 3, tmp_path, timeout=5)
+    assert record["steps"] == 3 and "did not exit within the 5 s limit" in record["exit_note"]
+    table = bench.format_table("grpo", {"plain": bench.measurements(record)}, "cpu")
+    assert "plain: wrote its run record, then did not exit within the 5 s limit." in table
+
+
+def test_a_stale_record_does_not_pass_for_a_run_that_timed_out(tmp_path, monkeypatch):
+    import subprocess
+
+    (tmp_path / "runs-plain").mkdir()
+    (tmp_path / "runs-plain" / "grpo.json").write_text("{}")  # left by an earlier run
+
+    def child(command, env, timeout, **kwargs):
+        raise subprocess.TimeoutExpired(command, timeout)
+
+    monkeypatch.setattr(subprocess, "run", child)
+    with pytest.raises(bench.BackendTimeout, match="plain run timed out after 5 s"):
+        bench.run_backend("grpo", "plain", "quick", 3, tmp_path, timeout=5)
+
+
+def test_bench_rejects_unknown_or_unavailable_backends():
+    with pytest.raises(ValueError, match="allowed unsloth, plain"):
+        bench.bench("lora", "quick", backends=["vllm"])
+    with pytest.raises(ValueError, match="backend unsloth cannot run here: no CUDA GPU"):
+        bench.bench("lora", "quick", backends=["unsloth"])

@@ -98,3 +98,41 @@ def test_load_in_4bit_reaches_the_recipe_and_full_fine_tuning_refuses_it(monkeyp
     seen.clear()
     assert main(["run", "full", "--quick", "--load-in-4bit"]) == 2
     assert not seen and "load_in_4bit=True cannot be fully fine-tuned" in capsys.readouterr().err
+
+
+def test_set_changes_recipe_fields_and_refuses_unknown_ones(monkeypatch, capsys):
+    from unsloth_course import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
+    assert main(["run", "lora", "--quick", "--set", "per_device_train_batch_size=3", "--set", "packing=True"]) == 0
+    assert seen["recipe"].per_device_train_batch_size == 3 and seen["recipe"].packing is True
+    seen.clear()
+    assert main(["run", "lora", "--quick", "--set", "lora_rank=8"]) == 2
+    assert not seen and "--set lora_rank: not a field of the lora recipe" in capsys.readouterr().err
+
+
+def test_bench_checks_set_before_starting_any_child(monkeypatch, capsys):
+    from unsloth_course import bench
+
+    monkeypatch.setattr(bench, "run_backend", lambda *args, **kwargs: pytest.fail("a child was started"))
+    assert main(["bench", "lora", "--profile", "quick", "--set", "lora_dropout=2"]) == 2
+    assert "lora_dropout=2 is out of range" in capsys.readouterr().err
+    assert main(["bench", "lora", "--profile", "quick", "--backends", "unsloth"]) == 2
+    assert "backend unsloth cannot run here" in capsys.readouterr().err
+
+
+def test_bench_passes_set_to_every_backend(monkeypatch, capsys):
+    from unsloth_course import bench
+
+    calls = []
+
+    def fake_backend(technique, backend, profile, steps, workdir, torch_profile=None, timeout=None, overrides=()):
+        calls.append((backend, list(overrides)))
+        return {"steps": 1, "runtime_s": 1.0, "tokens_per_s": 5.0, "memory_peak_gb": 1.0, "memory_device": "cpu",
+                "loss_curve": [[1, 2.0]]}
+
+    monkeypatch.setattr(bench, "run_backend", fake_backend)
+    assert main(["bench", "lora", "--profile", "quick", "--set", "packing=True"]) == 0
+    assert calls == [("plain", ["packing=True"])]
+    assert "recipe changes: packing=True" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """README.md: generated blocks are current, badges derive from pyproject, CI runs the README's commands."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -67,3 +68,16 @@ def test_results_matrix_reads_run_records(tmp_path):
     (tmp_path / "cpu" / "lora.json").write_text(cpu)
     table = readme.results_matrix(tmp_path)
     assert "| full fine-tuning | quick | x86_64, 2 cores |" in table and "| LoRA | full | NVIDIA H100 |" in table
+
+
+def test_bench_matrix_shows_measured_rows_only(tmp_path):
+    assert readme.bench_matrix(tmp_path) == "No bench record yet."
+    (tmp_path / "bench-dpo.json").write_text(json.dumps({"technique": "dpo", "gpu": "H100", "results": {
+        "unsloth": {"tokens_per_s": 90000.0}, "plain": {"error": "CUDA out of memory"}}}))
+    (tmp_path / "bench-grpo.json").write_text(json.dumps({"technique": "grpo", "gpu": "H100", "results": {
+        "unsloth": {"tokens_per_s": 3000.0, "generated_tokens_per_run_s": 200.0},
+        "plain": {"tokens_per_s": 1500.0, "generated_tokens_per_run_s": 400.0}}}))
+    table = readme.bench_matrix(tmp_path)
+    assert "| dpo | H100 | 90,000 | CUDA out of memory | - | met |" in table
+    assert "| grpo generated | H100 | 200 | 400 | 0.50x | missed (2% of 10,000) |" in table
+    assert "| full |" not in table  # no record, no row

@@ -12,6 +12,7 @@ from unsloth_course.recipes import (
     GRPORecipe,
     SFTRecipe,
     get_recipe,
+    parse_overrides,
     quick_mode,
 )
 
@@ -76,6 +77,10 @@ def test_overrides_apply():
         ("dpo", {"max_prompt_length": 256}, "max_prompt_length=256 must be below max_seq_length=256"),
         ("dpo", {"beta": 0.0}, "beta=0.0 is out of range"),
         ("cpt", {"embedding_learning_rate": 1e-4}, "embedding_learning_rate=0.0001 should not exceed"),
+        ("lora", {"packing_strategy": "zip"}, "packing_strategy='zip' is not supported; allowed: bfd, wrapped"),
+        ("cpt", {"packing_strategy": "bfd_split"}, "packing_strategy='bfd_split' is not supported"),
+        ("lora", {"attn_implementation": "flash3"}, "attn_implementation='flash3' is not supported; allowed: None, "
+                                                    "sdpa, eager, flex_attention, flash_attention_2"),
     ],
 )
 def test_invalid_values_name_the_parameter_and_the_range(technique, overrides, message):
@@ -120,3 +125,29 @@ def test_generation_lengths_must_be_positive(technique, overrides):
 def test_cpt_without_embeddings_targets_no_embeddings():
     recipe = get_recipe("cpt", "quick", train_embeddings=False)
     assert not {"embed_tokens", "lm_head"} & set(recipe.target_modules)
+
+
+def test_set_overrides_are_typed_literals():
+    overrides = parse_overrides("lora", ["per_device_train_batch_size=32", "learning_rate=1e-4", "packing=True",
+                                         "pad_to_multiple_of=None", "packing_strategy=wrapped",
+                                         "target_modules=['q_proj', 'v_proj']"])
+    assert overrides == {"per_device_train_batch_size": 32, "learning_rate": 1e-4, "packing": True,
+                         "pad_to_multiple_of": None, "packing_strategy": "wrapped",
+                         "target_modules": ("q_proj", "v_proj")}
+    recipe = get_recipe("lora", "quick", **overrides)
+    assert recipe.per_device_train_batch_size == 32 and recipe.target_modules == ("q_proj", "v_proj")
+
+
+@pytest.mark.parametrize(
+    ("technique", "items", "message"),
+    [
+        ("lora", ["foo=1"], "--set foo: not a field of the lora recipe; allowed: model_name, "),
+        ("lora", ["beta=0.1"], "--set beta: not a field of the lora recipe"),  # a DPO field
+        ("lora", ["technique=dpo"], "--set technique: not a field"),  # fixed by the command, not a setting
+        ("lora", ["max_steps"], "expected KEY=VALUE"),
+        ("dpo", ["=3"], "expected KEY=VALUE"),
+    ],
+)
+def test_set_overrides_name_what_is_wrong(technique, items, message):
+    with pytest.raises(ValueError, match=message):
+        parse_overrides(technique, items)

@@ -25,17 +25,47 @@ def test_packed_runs_pass_pad_to_multiple_of_to_the_trainer(technique, monkeypat
     store: dict = {}
     monkeypatch.setattr(trl, "SFTTrainer", _capture(store))  # run_sft imports it from trl when it runs
     monkeypatch.setattr(runner, "UnslothTrainer", _capture(store))
-    recipe = get_recipe(technique, "quick", packing=True, pad_to_multiple_of=512, n_train_rows=8, n_eval_rows=2)
+    recipe = get_recipe(technique, "quick", packing=True, pad_to_multiple_of=512, n_train_rows=8, n_eval_rows=2,
+                        packing_strategy="wrapped")
     with pytest.raises(Captured):
         runner.run(technique, recipe, tmp_path, runs_dir=tmp_path, train_only=True)
     assert store["args"].pad_to_multiple_of == 512 and store["args"].packing is True
+    assert store["args"].packing_strategy == "wrapped"
 
 
-def test_the_throughput_profile_pads_packed_batches_to_one_shape():
-    for technique in ("full", "lora", "cpt"):
+def test_dpo_passes_pad_to_multiple_of_to_the_trainer(monkeypatch, tmp_path):
+    import trl
+
+    store: dict = {}
+    monkeypatch.setattr(trl, "DPOTrainer", _capture(store))
+    recipe = get_recipe("dpo", "quick", pad_to_multiple_of=64, n_train_rows=8, n_eval_rows=2)
+    with pytest.raises(Captured):
+        runner.run("dpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
+    assert store["args"].pad_to_multiple_of == 64
+
+
+def test_the_recipe_attention_kernel_reaches_the_plain_model(monkeypatch, tmp_path):
+    from unsloth_course import backend
+
+    recipe = get_recipe("lora", "quick", attn_implementation="eager")
+    model, _ = runner._load(recipe)
+    assert model.config._attn_implementation == "eager"
+    # flex attention has no backward on a CPU: the plain backend says so and uses SDPA
+    said = []
+    monkeypatch.setattr(backend, "report_once", lambda key, message: said.append(message))
+    assert backend._attention_kernel("flex_attention") == "sdpa" and "cannot train on a CPU" in said[0]
+    assert backend._attention_kernel(None) is None and backend._attention_kernel("sdpa") == "sdpa"
+
+
+def test_the_throughput_profiles_pack_rows_with_a_kernel_that_keeps_examples_apart():
+    for technique in ("full", "cpt"):  # bfd: padding-free batches; the plain backend needs flex attention
         recipe = get_recipe(technique, "throughput")
-        assert recipe.packing and recipe.pad_to_multiple_of is None and recipe.attn_implementation == "flex_attention"
+        assert recipe.packing and recipe.packing_strategy == "bfd" and recipe.attn_implementation == "flex_attention"
+        assert recipe.pad_to_multiple_of is None
+    lora = get_recipe("lora", "throughput")  # wrapped rows are dense: SDPA's causal kernel
+    assert lora.packing and lora.packing_strategy == "wrapped" and lora.attn_implementation == "sdpa"
     assert get_recipe("lora", "full").pad_to_multiple_of is None  # the notebooks' profile pads to the longest row
+    assert get_recipe("dpo", "throughput").pad_to_multiple_of == 64
 
 
 def test_pad_to_multiple_of_must_be_positive():

@@ -53,6 +53,8 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     for item in overrides:
         command += ["--set", item]
     print(f"bench: {backend} backend: {' '.join(command[1:])}", flush=True)
+    record_path = runs / f"{technique}.json"
+    record_path.unlink(missing_ok=True)  # a record found later was written by this run
     log = workdir / f"{technique}-{backend}.log"
     with log.open("w") as sink:
         try:
@@ -64,10 +66,15 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     if torch_profile:
         _print_profile(output, backend)
     if returncode is None:
+        if record_path.is_file():  # training finished and was recorded; the process hung on its way out
+            record = json.loads(record_path.read_text())
+            record["exit_note"] = f"wrote its run record, then did not exit within the {timeout:.0f} s limit"
+            print(f"bench: {backend} backend {record['exit_note']}: its record is used", flush=True)
+            return record
         raise BackendTimeout(f"{backend} run timed out after {timeout:.0f} s; its log ends:\n{output[-3000:]}")
     if returncode:
         raise RuntimeError(f"{backend} run failed (exit {returncode}):\n{output[-3000:]}")
-    return json.loads((runs / f"{technique}.json").read_text())
+    return json.loads(record_path.read_text())
 
 
 def _print_profile(stdout: str, backend: str) -> None:
@@ -86,12 +93,13 @@ def _error_line(error: Exception) -> str:
     return (lines[-1] if lines else type(error).__name__)[:200]
 
 
-def failure_note(technique: str, profile: str, backend: str, error: str) -> str | None:
+def failure_note(technique: str, profile: str, backend: str, error: str, overrides: Sequence[str] = ()) -> str | None:
     """Why a backend failed, where it is known (measured on the H100)."""
-    from .recipes import get_recipe
+    from .recipes import get_recipe, parse_overrides
 
-    recipe = get_recipe(technique, profile)
-    if backend == "plain" and getattr(recipe, "packing", False) and "out of memory" in error.lower():
+    recipe = get_recipe(technique, profile, **parse_overrides(technique, overrides))
+    if (backend == "plain" and getattr(recipe, "packing", False) and recipe.attn_implementation in (None, "sdpa")
+            and "out of memory" in error.lower()):
         rows, length = recipe.per_device_train_batch_size, recipe.max_seq_length
         return ("plain ran out of memory on packed rows: TRL's bfd packing turns on padding-free batches, which "
                 f"flatten the micro-batch into one sequence ({rows} x {length} rows become one of "
@@ -102,9 +110,26 @@ def failure_note(technique: str, profile: str, backend: str, error: str) -> str 
     return None
 
 
+# Issue 7's targets on one H100 (throughput profile): trained tokens/s, or for GRPO generated tokens per second
+# of the whole run (generation and training steps together)
+TARGETS = {"full": ("tokens_per_s", 250_000), "cpt": ("tokens_per_s", 250_000), "lora": ("tokens_per_s", 300_000),
+           "dpo": ("tokens_per_s", 80_000), "grpo": ("generated_tokens_per_run_s", 10_000)}
+
+
+def target_verdict(technique: str, result: dict) -> str:
+    """'met' or 'missed (x% of N)' for a measured backend against its technique's target."""
+    key, target = TARGETS[technique]
+    value = result.get(key)
+    if not value:
+        return "-"
+    return "met" if value >= target else f"missed ({value / target:.0%} of {target:,})"
+
+
 def measurements(record: dict) -> dict:
     steps = record.get("steps") or 0
     runtime = record.get("runtime_s") or 0.0
+    generated = record.get("generated_tokens")
+    per_run = {"generated_tokens_per_run_s": round(generated / runtime, 1)} if generated and runtime else {}
     return {  # steady state (median over steps after the first two) where recorded, else the run average
         "steps": steps,
         "step_time_s": record.get("step_time_median_s") or (round(runtime / steps, 4) if steps else None),
@@ -115,7 +140,8 @@ def measurements(record: dict) -> dict:
         "loss_curve": record.get("loss_curve", []),
         "backend_reason": record.get("backend", {}).get("reason"),
         **{key: record[key] for key in ("generated_tokens_per_s", "generation_share", "generation_s",
-                                        "memory_cap_gb") if record.get(key) is not None},
+                                        "memory_cap_gb", "exit_note") if record.get(key) is not None},
+        **per_run,
     }
 
 
@@ -123,7 +149,8 @@ def _loss_at(curve: list, step: int) -> float | None:
     return next((loss for s, loss in curve if s == step), None)
 
 
-def format_table(technique: str, results: dict[str, dict], note: str, profile: str = "full") -> str:
+def format_table(technique: str, results: dict[str, dict], note: str, profile: str = "full",
+                 overrides: Sequence[str] = ()) -> str:
     ok = {b: r for b, r in results.items() if "error" not in r}
     steps = sorted({s for r in ok.values() for s, _ in r["loss_curve"]})
     checkpoints = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
@@ -146,9 +173,11 @@ def format_table(technique: str, results: dict[str, dict], note: str, profile: s
                 for s in checkpoints]
         lines.append(" | ".join(row))
     for backend, r in results.items():
-        explained = failure_note(technique, profile, backend, r["error"]) if "error" in r else None
+        explained = failure_note(technique, profile, backend, r["error"], overrides) if "error" in r else None
         if explained:
             lines.append(f"{backend}: {explained}.")
+        if r.get("exit_note"):
+            lines.append(f"{backend}: {r['exit_note']}.")
     if technique == "dpo":
         lines.append("DPO generates nothing while training: its tokens/s counts the chosen and rejected "
                      "sequences (prompt included) of every pair.")
@@ -197,7 +226,7 @@ def bench(technique: str, profile: str = "full", steps: int | None = None, json_
                            + "; ".join(f"{b}: {r['error']}" for b, r in results.items()))
     report = {"technique": technique, "profile": profile, "note": note, "overrides": list(overrides),
               "results": results}
-    print(format_table(technique, results, note, profile))
+    print(format_table(technique, results, note, profile, overrides))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2))

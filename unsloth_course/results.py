@@ -124,32 +124,55 @@ def planner_section(record: dict) -> list[str]:
     return lines
 
 
-def bench_section(reports: list[dict]) -> list[str]:
-    from .bench import failure_note
+def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[str]:
+    """The backend table from bench-*.json (with each technique's target), then the hand-written findings."""
+    from .bench import failure_note, target_verdict
 
     lines = ["", "## Backend benchmark (`unsloth-course bench`)", ""]
     if not reports:
-        return lines + ["Not run on the GPU yet (`bash scripts/gpu_bench.sh full lora cpt dpo grpo`)."]
-    lines += ["`bash scripts/gpu_bench.sh` (`unsloth-course bench TECHNIQUE --profile throughput --train-only` per "
-              "backend, alone on the GPU). Tokens/s is the steady state: the median step after the first two "
-              "(the first compiles).", "",
-              "| technique | profile | backend | median step (s) | tokens/s | peak memory (GB) |",
-              "|---|---|---|---|---|---|"]
+        return lines + ["Not run on the GPU yet (`bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-a.txt`)."]
+    order = {t: i for i, t in enumerate(("full", "lora", "dpo", "grpo", "cpt"))}
+    reports = sorted(reports, key=lambda r: order.get(r["technique"], 99))
+    where = sorted({f"{r.get('gpu', '?')}, {r.get('date', '?')}" for r in reports})
+    lines += ["`bash scripts/gpu_bench.sh PLAN` (`unsloth-course bench TECHNIQUE --profile throughput` runs "
+              "`run --train-only` once per backend, alone on the GPU; {}). Tokens/s: trained tokens (no padding) "
+              "in the steady state, the median step after the first two (the first compiles). Generated tokens/s "
+              "(GRPO): completion tokens per second of the whole run, generation and training together, as the "
+              "target counts them.".format("; ".join(where)), "",
+              "| technique | recipe changes | backend | median step (s) | tokens/s | generated tokens/s | "
+              "peak memory (GB) | Unsloth / plain | target |",
+              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for report in reports:
-        for backend, r in report["results"].items():
+        technique, results = report["technique"], report["results"]
+        changes = " ".join(f"`{item}`" for item in report.get("overrides", [])) or "-"
+        ok = {b: r for b, r in results.items() if "error" not in r}
+        ratio = "-"
+        if {"unsloth", "plain"} <= ok.keys():
+            key = "generated_tokens_per_run_s" if technique == "grpo" else "tokens_per_s"
+            if ok["unsloth"].get(key) and ok["plain"].get(key):
+                ratio = f"{ok['unsloth'][key] / ok['plain'][key]:.2f}x"
+        for backend, r in results.items():
             if "error" in r:
-                lines.append(f"| {report['technique']} | {report['profile']} | {backend} | failed: {r['error']} | | |")
-                explained = failure_note(report["technique"], report["profile"], backend, r["error"])
-                notes += [f"- {report['technique']}, {backend}: {explained}."] if explained else []
+                lines.append(f"| {technique} | {changes} | {backend} | failed: {r['error']} | | | | | |")
+                explained = failure_note(technique, report["profile"], backend, r["error"],
+                                         report.get("overrides", []))
+                notes += [f"- {technique}, {backend}: {explained}."] if explained else []
                 continue
-            lines.append(f"| {report['technique']} | {report['profile']} | {backend} | {r['step_time_s']} | "
-                         f"{r['tokens_per_s']:,.0f} | {r['peak_memory_gb']:.2f} |")
-    missing = [t for t in ("full", "lora", "dpo", "grpo", "cpt") if t not in {r["technique"] for r in reports}]
+            generated = f"{r['generated_tokens_per_run_s']:,.0f}" if r.get("generated_tokens_per_run_s") else "-"
+            lines.append(f"| {technique} | {changes} | {backend} | {r['step_time_s']} | {r['tokens_per_s']:,.0f} | "
+                         f"{generated} | {r['peak_memory_gb']:.2f} | {ratio if backend == 'unsloth' else ''} | "
+                         f"{target_verdict(technique, r)} |")
+            if r.get("exit_note"):
+                notes.append(f"- {technique}, {backend}: {r['exit_note']}.")
+    missing = [t for t in order if t not in {r["technique"] for r in reports}]
     if missing:
         notes.append(f"- no bench record for {', '.join(missing)}: see docs/gpu_logs/ for the runs the time limit "
                      "cut off.")
-    return lines + ([""] + notes if notes else [])
+    lines += [""] + notes if notes else []
+    if notes_file is not None and notes_file.is_file():
+        lines += ["", notes_file.read_text().strip()]
+    return lines
 
 
 def t4_section(folder: Path) -> list[str]:
@@ -186,7 +209,8 @@ def extra_sections(folder: Path) -> list[str]:
     if (folder / "planner_verify.json").is_file():
         lines += planner_section(json.loads((folder / "planner_verify.json").read_text()))
     lines += t4_section(folder / "t4")
-    lines += bench_section([json.loads(p.read_text()) for p in sorted(folder.glob("bench-*.json"))])
+    lines += bench_section([json.loads(p.read_text()) for p in sorted(folder.glob("bench-*.json"))],
+                           folder / "bench-notes.md")
     lines += scaling_section(folder / "scaling.json")
     return lines
 
