@@ -66,7 +66,7 @@ def run_backend(technique: str, backend: str, profile: str, steps: int | None, w
     if torch_profile:
         _print_profile(output, backend)
     if returncode is None:
-        if record_path.is_file():  # training finished and was recorded; the process hung on its way out
+        if record_path.is_file():  # training finished and was recorded; the process was cut off before it exited
             record = json.loads(record_path.read_text())
             record["exit_note"] = f"wrote its run record, then did not exit within the {timeout:.0f} s limit"
             print(f"bench: {backend} backend {record['exit_note']}: its record is used", flush=True)
