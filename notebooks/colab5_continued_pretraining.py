@@ -552,9 +552,9 @@ merge_check.round(4)
 # - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal
 #   attention, the second function would attend to the first: the model would learn to predict code from an
 #   unrelated neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the
-#   boundaries to the attention (on GPU, Unsloth's varlen / block-diagonal attention kernels; on CPU, PyTorch
-#   attention with a block-diagonal mask that transformers builds from the restarted positions), so attention
-#   stays inside each function. Measured below with a batch built by the trainer's own collator: the second
+#   boundaries to the attention (on GPU, Unsloth's varlen kernel where flash-attn, xformers or torch >= 2.12
+#   provide one, otherwise SDPA run once per function; on CPU, PyTorch attention with a block-diagonal mask
+#   that transformers builds from the restarted positions), so attention stays inside each function. Measured below with a batch built by the trainer's own collator: the second
 #   function of a packed sequence, in the packed batch and in a plain causal pass over the same tokens,
 #   against running it alone.
 
@@ -591,6 +591,12 @@ print("-> in the packed batch the second function " + ("does not see the first o
 # - **Long documents.** Packing with `"bfd"` cuts documents longer than `max_seq_length`;
 #   `packing_strategy="bfd_split"` keeps the overflow as extra pieces. Raise `max_seq_length` if memory
 #   allows.
+# - **Packing speed depends on the attention kernel.** Padding-free packing is fast only with a varlen
+#   kernel. On an H100 with torch 2.11 and neither flash-attn nor xformers, Unsloth ran attention once per
+#   packed function and its CPT step was several times slower than plain transformers with flex attention
+#   (`unsloth-course bench cpt --profile throughput`, table in `docs/RESULTS.md`). Check what your machine
+#   uses before trusting "packing is faster"; `packing_strategy="wrapped"` (dense rows, examples may see
+#   their neighbour) avoids the question for pretraining-style text.
 # - **Forgetting.** Watch the general-text perplexity. Remedies: fewer steps, lower learning rates, mixing
 #   some general text into the CPT data ("replay"), and following CPT with SFT.
 # - **Held-out data must be held out.** Evaluate on functions that training never saw (the split above), or
