@@ -71,3 +71,15 @@ def test_the_throughput_profiles_pack_rows_with_a_kernel_that_keeps_examples_apa
 def test_pad_to_multiple_of_must_be_positive():
     with pytest.raises(ValueError, match="pad_to_multiple_of=0 must be a positive integer or None"):
         get_recipe("lora", "quick", pad_to_multiple_of=0)
+
+
+def test_grpo_passes_continuous_batching_to_the_trainer(monkeypatch, tmp_path):
+    import trl
+
+    store: dict = {}
+    monkeypatch.setattr(trl, "GRPOTrainer", _capture(store))
+    recipe = get_recipe("grpo", "quick", continuous_batching=True, n_train_rows=8, n_eval_rows=2)
+    with pytest.raises(Captured):
+        runner.run("grpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
+    assert store["args"].use_transformers_continuous_batching is True
+    assert get_recipe("grpo", "full").continuous_batching is False  # model.generate unless asked

@@ -160,6 +160,9 @@ class GRPORecipe(Recipe):
     warmup_batch_size: int = 4
     warmup_learning_rate: float = 2e-4
     levels: tuple[int, ...] = (1, 2)
+    # TRL's use_transformers_continuous_batching: completions decoded by transformers' continuous batching
+    # (paged KV cache, finished sequences replaced at once) instead of model.generate
+    continuous_batching: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

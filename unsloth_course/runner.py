@@ -207,7 +207,7 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
                         num_generations=recipe.num_generations,
                         max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
                         beta=recipe.beta, gradient_checkpointing=recipe.gradient_checkpointing,
-                        log_completions=False)
+                        use_transformers_continuous_batching=recipe.continuous_batching, log_completions=False)
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.DEFAULT_REWARDS,
                           args=config, train_dataset=problems["train"], callbacks=options.callback_list())
     timer = GenerationTimer()
