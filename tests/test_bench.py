@@ -41,10 +41,10 @@ def test_bench_lora_quick_on_cpu(tmp_path, capsys):
 def test_format_table_reports_a_failed_backend_and_keeps_the_other():
     row = {"steps": 2, "step_time_s": 0.5, "tokens_per_s": 900.0, "peak_memory_gb": 3.0, "memory_device": "cuda",
            "loss_curve": [[1, 2.0], [2, 1.9]], "backend_reason": "x", "generated_tokens_per_s": 1234.0,
-           "generation_share": 0.8}
+           "generation_share": 0.8, "generated_tokens_per_run_s": 987.0}
     table = bench.format_table("grpo", {"unsloth": row, "plain": {"error": "CUDA out of memory"}}, "both")
-    assert "generated tokens/s | generation share" in table
-    assert "unsloth | 0.500 | 900 | 3.00 (cuda) | 1,234 | 80%" in table
+    assert "generated tokens/s (while generating) | generated tokens/s (whole run) | generation share" in table
+    assert "unsloth | 0.500 | 900 | 3.00 (cuda) | 1,234 | 987 | 80%" in table
     assert "plain | failed: CUDA out of memory" in table
     assert "Unsloth / plain" not in table  # no ratio against a failed run
 

@@ -156,7 +156,8 @@ def format_table(technique: str, results: dict[str, dict], note: str, profile: s
     checkpoints = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
     generation = any("generated_tokens_per_s" in r for r in ok.values())
     header = ["backend", "median step (s)", "tokens/s", "peak memory (GB)"]
-    header += ["generated tokens/s", "generation share"] if generation else []
+    header += ["generated tokens/s (while generating)", "generated tokens/s (whole run)", "generation share"] \
+        if generation else []
     header += [f"loss @{s}" for s in checkpoints]
     lines = [f"bench {technique}: {note}", " | ".join(header), " | ".join("---" for _ in header)]
     for backend, r in results.items():
@@ -167,8 +168,9 @@ def format_table(technique: str, results: dict[str, dict], note: str, profile: s
                f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
                f"{r['peak_memory_gb']:.2f} ({r['memory_device']})"]
         if generation:
-            row += [f"{r['generated_tokens_per_s']:,.0f}" if r.get("generated_tokens_per_s") else "-",
-                    f"{r['generation_share']:.0%}" if r.get("generation_share") is not None else "-"]
+            row += [f"{r[key]:,.0f}" if r.get(key) else "-"
+                    for key in ("generated_tokens_per_s", "generated_tokens_per_run_s")]
+            row += [f"{r['generation_share']:.0%}" if r.get("generation_share") is not None else "-"]
         row += [f"{_loss_at(r['loss_curve'], s):.4f}" if _loss_at(r["loss_curve"], s) is not None else "-"
                 for s in checkpoints]
         lines.append(" | ".join(row))
