@@ -116,6 +116,15 @@ TARGETS = {"full": ("tokens_per_s", 250_000), "cpt": ("tokens_per_s", 250_000), 
            "dpo": ("tokens_per_s", 80_000), "grpo": ("generated_tokens_per_run_s", 10_000)}
 
 
+def unsloth_over_plain(technique: str, results: dict[str, dict]) -> float | None:
+    """Unsloth's measure (the target's: tokens/s, GRPO generated tokens/s) over plain's, where both ran."""
+    key = TARGETS[technique][0]
+    unsloth, plain = (results.get(b, {}) for b in ("unsloth", "plain"))
+    if "error" in unsloth or "error" in plain or not unsloth.get(key) or not plain.get(key):
+        return None
+    return unsloth[key] / plain[key]
+
+
 def target_verdict(technique: str, result: dict) -> str:
     """'met' or 'missed (x% of N)' for a measured backend against its technique's target."""
     key, target = TARGETS[technique]

@@ -113,24 +113,23 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
 
 def bench_matrix(extra_dir: Path = RESULTS_DIR / "extra") -> str:
     """Unsloth vs plain from the bench records (throughput profile), measured rows only."""
-    from .bench import target_verdict
+    from .bench import TARGETS, target_verdict, unsloth_over_plain
+    from .recipes import TECHNIQUES
 
-    reports = {json.loads(p.read_text())["technique"]: json.loads(p.read_text())
-               for p in sorted(extra_dir.glob("bench-*.json"))}
+    reports = {report["technique"]: report
+               for report in (json.loads(p.read_text()) for p in sorted(extra_dir.glob("bench-*.json")))}
     lines = ["| technique | device | Unsloth tokens/s | plain tokens/s | Unsloth / plain | target (Unsloth) |",
              "|---|---|---|---|---|---|"]
-    for technique in ("full", "lora", "dpo", "grpo", "cpt"):
-        report = reports.get(technique)
-        if report is None:
-            continue
-        key = "generated_tokens_per_run_s" if technique == "grpo" else "tokens_per_s"
+    for technique in (t for t in TECHNIQUES if t in reports):
+        report = reports[technique]
+        key = TARGETS[technique][0]
         unsloth, plain = (report["results"].get(b, {}) for b in ("unsloth", "plain"))
-        values = [r.get(key) if "error" not in r else None for r in (unsloth, plain)]
-        ratio = f"{values[0] / values[1]:.2f}x" if all(values) else "-"
-        cells = [f"{v:,.0f}" if v else r.get("error", "-") for v, r in zip(values, (unsloth, plain))]
+        cells = [r.get("error", "-") if "error" in r or not r.get(key) else f"{r[key]:,.0f}" for r in (unsloth, plain)]
+        speedup = unsloth_over_plain(technique, report["results"])
         unit = " generated" if technique == "grpo" else ""
-        lines.append(f"| {technique}{unit} | {report.get('gpu', '?')} | {cells[0]} | {cells[1]} | {ratio} | "
-                     f"{target_verdict(technique, unsloth) if values[0] else '-'} |")
+        verdict = target_verdict(technique, unsloth) if "error" not in unsloth else "-"
+        lines.append(f"| {technique}{unit} | {report.get('gpu', '?')} | {cells[0]} | {cells[1]} | "
+                     f"{f'{speedup:.2f}x' if speedup else '-'} | {verdict} |")
     return "\n".join(lines) if len(lines) > 2 else "No bench record yet."
 
 

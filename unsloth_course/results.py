@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .readme import NOTEBOOKS, REPO_ROOT, RESULTS_DIR
+from .recipes import TECHNIQUES
 
 RESULTS_MD = REPO_ROOT / "docs" / "RESULTS.md"
 
@@ -126,12 +127,12 @@ def planner_section(record: dict) -> list[str]:
 
 def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[str]:
     """The backend table from bench-*.json (with each technique's target), then the hand-written findings."""
-    from .bench import failure_note, target_verdict
+    from .bench import failure_note, target_verdict, unsloth_over_plain
 
     lines = ["", "## Backend benchmark (`unsloth-course bench`)", ""]
     if not reports:
         return lines + ["Not run on the GPU yet (`bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-a.txt`)."]
-    order = {t: i for i, t in enumerate(("full", "lora", "dpo", "grpo", "cpt"))}
+    order = {t: i for i, t in enumerate(TECHNIQUES)}
     reports = sorted(reports, key=lambda r: order.get(r["technique"], 99))
     where = sorted({f"{r.get('gpu', '?')}, {r.get('date', '?')}" for r in reports})
     lines += ["`bash scripts/gpu_bench.sh PLAN` (`unsloth-course bench TECHNIQUE --profile throughput` runs "
@@ -146,12 +147,8 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
     for report in reports:
         technique, results = report["technique"], report["results"]
         changes = " ".join(f"`{item}`" for item in report.get("overrides", [])) or "-"
-        ok = {b: r for b, r in results.items() if "error" not in r}
-        ratio = "-"
-        if {"unsloth", "plain"} <= ok.keys():
-            key = "generated_tokens_per_run_s" if technique == "grpo" else "tokens_per_s"
-            if ok["unsloth"].get(key) and ok["plain"].get(key):
-                ratio = f"{ok['unsloth'][key] / ok['plain'][key]:.2f}x"
+        speedup = unsloth_over_plain(technique, results)
+        ratio = f"{speedup:.2f}x" if speedup else "-"
         for backend, r in results.items():
             if "error" in r:
                 lines.append(f"| {technique} | {changes} | {backend} | failed: {r['error']} | | | | | |")
@@ -189,7 +186,7 @@ def t4_section(folder: Path) -> list[str]:
              "| technique | dtype | steps | training time (s) | tokens/s (steady) | median step (s) | "
              "peak memory (GB) | loss first → last | result |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for technique in ("full", "lora", "dpo", "grpo", "cpt"):
+    for technique in TECHNIQUES:
         r = records.get(technique)
         if r is None:
             continue
