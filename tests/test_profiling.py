@@ -74,3 +74,12 @@ def test_step_clock_median_skips_the_first_steps():
     assert summary["step_time_median_s"] == 0.5 and summary["steady_tokens_per_s"] == 2000.0
     assert summary["steady_steps"] == 4
     assert StepClock().summary() == {}
+
+
+def test_torch_profile_window_moves_to_the_last_steps_of_a_short_run():
+    callback = TorchProfileCallback(start_step=3, steps=1)
+    callback.on_train_begin(None, types.SimpleNamespace(max_steps=3), None)
+    assert callback.start_step == 2
+    long_run = TorchProfileCallback(start_step=3, steps=2)
+    long_run.on_train_begin(None, types.SimpleNamespace(max_steps=20), None)
+    assert long_run.start_step == 3

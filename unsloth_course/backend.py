@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .kernels import install_varlen_gqa
 from .models import DEFAULT_MODEL, fix_special_tokens, resolve_model
 from .settings import env_flag
 
@@ -82,6 +83,9 @@ def _try_import_unsloth() -> tuple[Any | None, str]:
         return None, "no CUDA GPU (Unsloth needs one)"
     if importlib.util.find_spec("unsloth") is None:
         return None, "unsloth is not installed (pip install -e '.[gpu]')"
+    notice = install_varlen_gqa()  # before Unsloth reads torch's varlen kernel at import
+    if notice:
+        report_once("varlen", notice)
     try:
         return importlib.import_module("unsloth"), "unsloth imported on CUDA"
     except Exception as error:  # a broken GPU stack must not stop the course: say so and go on

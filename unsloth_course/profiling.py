@@ -109,7 +109,8 @@ def format_generation_split(summary: dict[str, Any]) -> str:
 class TorchProfileCallback(TrainerCallback):
     """Profile `steps` optimizer steps starting at `start_step`; print the top operators by device time.
 
-    UNSLOTH_COURSE_TORCH_PROFILE=N turns it on in `unsloth-course run` (and so in `bench`): N steps from step 3.
+    UNSLOTH_COURSE_TORCH_PROFILE=N turns it on in `unsloth-course run` (and so in `bench`): N steps from step 3, or
+    the last N steps of a shorter run (a 3-step GRPO bench profiles its third step).
     """
 
     def __init__(self, start_step: int = 3, steps: int = 2, top: int = 15) -> None:
@@ -118,6 +119,11 @@ class TorchProfileCallback(TrainerCallback):
         self.wall_start = 0.0
         self.table = ""
         self.busy_fraction: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        max_steps = getattr(state, "max_steps", 0) or 0
+        if 0 < max_steps < self.start_step + self.steps:
+            self.start_step = max(0, max_steps - self.steps)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.start_step and self.profiler is None:

@@ -7,6 +7,7 @@ import os
 TRUE_VALUES = ("1", "true", "yes", "on")
 
 
-def env_flag(name: str) -> bool:
-    """True when the variable is set to 1/true/yes/on (any case); unset, empty, 0 or anything else is False."""
-    return os.environ.get(name, "").strip().lower() in TRUE_VALUES
+def env_flag(name: str, default: bool = False) -> bool:
+    """True when the variable is set to 1/true/yes/on (any case); 0 or anything else is False; unset or empty: default."""
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in TRUE_VALUES

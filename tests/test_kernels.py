@@ -1,0 +1,128 @@
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import unsloth_course.kernels as kernels
+from unsloth_course.kernels import install_varlen_gqa, varlen_gqa_status, with_enable_gqa
+
+
+def torch_2_11_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                           window_size=(-1, -1)):
+    """torch 2.11's signature (no enable_gqa); computes causal attention per segment with SDPA, like the kernel."""
+    out = []
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=window_size == (-1, 0), scale=scale,
+                                           enable_gqa=q.size(1) != k.size(1))
+        out.append(o[0].transpose(0, 1))
+    return torch.cat(out)
+
+
+def torch_2_10_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None):
+    raise AssertionError("not called")
+
+
+def packed(lengths, heads_q=9, heads_kv=3, dim=64, device="cpu", dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    total = sum(lengths)
+    q = torch.randn(total, heads_q, dim, generator=g).to(device, dtype)
+    k, v = (torch.randn(total, heads_kv, dim, generator=g).to(device, dtype) for _ in range(2))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    return q, k, v, cu
+
+
+def per_example_sdpa(q, k, v, cu):
+    """What Unsloth runs without a varlen kernel: one causal GQA SDPA call per packed example."""
+    out = []
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        out.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)[0].transpose(0, 1))
+    return torch.cat(out)
+
+
+def test_status_reads_the_signature(monkeypatch):
+    assert varlen_gqa_status(with_enable_gqa(torch_2_11_varlen_attn)) == "native"
+    assert varlen_gqa_status(torch_2_10_varlen_attn) == "no-window"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert varlen_gqa_status(torch_2_11_varlen_attn) == "no-cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert varlen_gqa_status(torch_2_11_varlen_attn) == "needed"
+
+
+def test_wrapper_has_the_signature_unsloth_checks():
+    params = inspect.signature(with_enable_gqa(torch_2_11_varlen_attn)).parameters
+    assert {"window_size", "enable_gqa", "scale", "return_aux"} <= set(params)
+    assert params["enable_gqa"].kind is inspect.Parameter.KEYWORD_ONLY and params["enable_gqa"].default is False
+
+
+def test_wrapper_passes_gqa_through_and_checks_heads():
+    q, k, v, cu = packed([3, 7, 12])
+    wrapped = with_enable_gqa(torch_2_11_varlen_attn)
+    out = wrapped(q, k, v, cu, cu, 12, 12, scale=None, window_size=(-1, 0), enable_gqa=True)
+    torch.testing.assert_close(out, per_example_sdpa(q, k, v, cu))
+    with pytest.raises(ValueError, match="9 heads and key/value 3.*enable_gqa=True"):
+        wrapped(q, k, v, cu, cu, 12, 12, window_size=(-1, 0))
+    with pytest.raises(ValueError, match="not a multiple"):
+        wrapped(q, k[:, :2], v[:, :2], cu, cu, 12, 12, enable_gqa=True)
+
+
+def test_install_replaces_torch_2_11_varlen_once(monkeypatch):
+    import torch.nn.attention.varlen as varlen
+
+    monkeypatch.setattr(varlen, "varlen_attn", torch_2_11_varlen_attn)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kernels, "_installed", False)
+    monkeypatch.setenv("UNSLOTH_COURSE_VARLEN_GQA", "0")
+    assert install_varlen_gqa() is None and varlen.varlen_attn is torch_2_11_varlen_attn
+    monkeypatch.delenv("UNSLOTH_COURSE_VARLEN_GQA")
+    notice = install_varlen_gqa()
+    assert "enable_gqa" in notice and "UNSLOTH_COURSE_VARLEN_GQA=0" in notice
+    assert varlen.varlen_attn.__wrapped__ is torch_2_11_varlen_attn
+    assert install_varlen_gqa() is None  # once
+
+
+def test_install_leaves_newer_torch_alone(monkeypatch):
+    import torch.nn.attention.varlen as varlen
+
+    native = with_enable_gqa(torch_2_11_varlen_attn)
+    monkeypatch.setattr(varlen, "varlen_attn", native)
+    monkeypatch.setattr(kernels, "_installed", False)
+    assert install_varlen_gqa() is None and varlen.varlen_attn is native
+
+
+cuda_varlen = pytest.mark.skipif(
+    not torch.cuda.is_available() or varlen_gqa_status() not in ("needed", "native"),
+    reason="needs CUDA and torch's varlen_attn with window_size (torch >= 2.11)")
+
+
+@cuda_varlen
+def test_flash_varlen_with_gqa_matches_per_example_sdpa_on_cuda():
+    """The kernel the shim unlocks computes what the per-example fallback computes, values and gradients."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    if varlen_gqa_status(varlen_attn) == "needed":
+        varlen_attn = with_enable_gqa(varlen_attn)
+    q, k, v, cu = packed([5, 17, 40, 190], device="cuda", dtype=torch.bfloat16)
+    grads = []
+    for attend in (lambda *t: varlen_attn(*t, cu, cu, 190, 190, window_size=(-1, 0), enable_gqa=True),
+                   lambda *t: per_example_sdpa(*t, cu)):
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = attend(*leaves)
+        (out.float() * torch.linspace(-1, 1, out.numel(), device="cuda").view_as(out)).sum().backward()
+        grads.append((out.detach().float(), *(t.grad.float() for t in leaves)))
+    for got, want in zip(*grads):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Unsloth needs CUDA")
+def test_unsloth_sees_a_varlen_kernel_on_cuda():
+    from unsloth_course.backend import BACKEND
+
+    if BACKEND != "unsloth" or varlen_gqa_status() not in ("needed", "native"):
+        pytest.skip("Unsloth backend with torch >= 2.11 only")
+    from unsloth.utils import attention_dispatch
+
+    assert attention_dispatch._TORCH_VARLEN_ATTN is not None
