@@ -1,4 +1,5 @@
 import inspect
+import os
 
 import pytest
 import torch
@@ -126,3 +127,23 @@ def test_unsloth_sees_a_varlen_kernel_on_cuda():
     from unsloth.utils import attention_dispatch
 
     assert attention_dispatch._TORCH_VARLEN_ATTN is not None
+
+
+def test_grpo_sequence_packing_switch_sets_the_env_and_unsloths_module_constants(monkeypatch):
+    import sys
+    import types
+
+    compiled = types.ModuleType("unsloth_compiled_cache.UnslothGRPOTrainer")
+    compiled.UNSLOTH_GRPO_SEQ_PACKING_ON = True
+    grouper = types.ModuleType("unsloth.utils.prefix_grouper")
+    grouper._ENABLED = True
+    monkeypatch.setitem(sys.modules, compiled.__name__, compiled)
+    monkeypatch.setitem(sys.modules, grouper.__name__, grouper)
+    monkeypatch.setenv("UNSLOTH_GRPO_SEQ_PACKING", "1")
+    changed = kernels.set_grpo_sequence_packing(False)
+    assert os.environ["UNSLOTH_GRPO_SEQ_PACKING"] == "0"
+    assert compiled.UNSLOTH_GRPO_SEQ_PACKING_ON is False and grouper._ENABLED is False
+    assert set(changed) == {compiled.__name__, grouper.__name__}
+    monkeypatch.setenv("UNSLOTH_GRPO_PREFIX_GROUPER", "0")
+    kernels.set_grpo_sequence_packing(True)
+    assert compiled.UNSLOTH_GRPO_SEQ_PACKING_ON is True and grouper._ENABLED is False  # its own switch stays off

@@ -58,12 +58,10 @@ def test_the_recipe_attention_kernel_reaches_the_plain_model(monkeypatch, tmp_pa
 
 
 def test_the_throughput_profiles_pack_rows_with_a_kernel_that_keeps_examples_apart():
-    for technique in ("full", "cpt"):  # bfd: padding-free batches; the plain backend needs flex attention
+    for technique in ("full", "lora", "cpt"):  # bfd: padding-free batches; the plain backend needs flex attention
         recipe = get_recipe(technique, "throughput")
         assert recipe.packing and recipe.packing_strategy == "bfd" and recipe.attn_implementation == "flex_attention"
         assert recipe.pad_to_multiple_of is None
-    lora = get_recipe("lora", "throughput")  # wrapped rows are dense: SDPA's causal kernel
-    assert lora.packing and lora.packing_strategy == "wrapped" and lora.attn_implementation == "sdpa"
     assert get_recipe("lora", "full").pad_to_multiple_of is None  # the notebooks' profile pads to the longest row
     assert get_recipe("dpo", "throughput").pad_to_multiple_of == 64
 
@@ -83,3 +81,24 @@ def test_grpo_passes_continuous_batching_to_the_trainer(monkeypatch, tmp_path):
         runner.run("grpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
     assert store["args"].use_transformers_continuous_batching is True
     assert get_recipe("grpo", "full").continuous_batching is False  # model.generate unless asked
+
+
+def test_grpo_throughput_profile_turns_unsloths_sequence_packing_off_only_on_unsloth(monkeypatch, tmp_path, capsys):
+    import trl
+
+    from unsloth_course import backend, kernels
+
+    monkeypatch.setattr(backend, "_reported", set())
+    assert get_recipe("grpo", "throughput").unsloth_sequence_packing is False
+    assert get_recipe("grpo", "full").unsloth_sequence_packing is None  # Unsloth's default in the notebooks
+    calls = []
+    monkeypatch.setattr(kernels, "set_grpo_sequence_packing", calls.append)
+    monkeypatch.setattr(runner, "set_grpo_sequence_packing", calls.append)
+    monkeypatch.setattr(trl, "GRPOTrainer", _capture({}))
+    recipe = get_recipe("grpo", "quick", unsloth_sequence_packing=False, n_train_rows=8, n_eval_rows=2)
+    for backend, expected in (("plain", []), ("unsloth", [False])):
+        monkeypatch.setattr(runner, "BACKEND", backend)
+        with pytest.raises(Captured):
+            runner.run("grpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
+        assert calls == expected
+    assert "the plain backend pads" in capsys.readouterr().out

@@ -11,11 +11,16 @@ back to one SDPA call per packed example: on the H100 its LoRA step on bfd rows 
 `install_varlen_gqa()` wraps torch 2.11's `varlen_attn` in a function that takes `enable_gqa` (checking the head
 counts as torch 2.12 does) and calls the same custom op. It must run before `import unsloth`; the backend does so.
 UNSLOTH_COURSE_VARLEN_GQA=0 turns it off (the bench compares both).
+
+`set_grpo_sequence_packing(False)` turns off Unsloth's GRPO sequence packing (its UNSLOTH_GRPO_SEQ_PACKING), which
+checks its packed log-probabilities against one forward pass per completion whenever the packed length grows.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from typing import Any
 
 import torch
@@ -79,4 +84,30 @@ def install_varlen_gqa() -> str | None:
             "with one flash-varlen kernel (UNSLOTH_COURSE_VARLEN_GQA=0: one SDPA call per packed example)")
 
 
-__all__ = ["install_varlen_gqa", "varlen_gqa_status", "with_enable_gqa"]
+GRPO_PACKING_FLAG = "UNSLOTH_GRPO_SEQ_PACKING_ON"  # module constant Unsloth derives from UNSLOTH_GRPO_SEQ_PACKING
+
+
+def set_grpo_sequence_packing(enabled: bool) -> list[str]:
+    """Turn Unsloth's GRPO sequence packing (and its PrefixGrouper, which rides on it) on or off in this process.
+
+    Unsloth packs each GRPO batch into one varlen forward and checks it against a forward per completion (128
+    forwards for a 128-completion batch) whenever the packed length grows past what it checked; on the H100 those
+    steps took 18-51 s against ~3 s. unsloth_zoo reads UNSLOTH_GRPO_SEQ_PACKING at every call, but Unsloth copies it
+    into module constants at import, so those are set too. Returns the modules changed (none without Unsloth).
+    """
+    os.environ["UNSLOTH_GRPO_SEQ_PACKING"] = "1" if enabled else "0"
+    changed = []
+    for name, module in list(sys.modules.items()):
+        # Unsloth's own modules only, read through __dict__ (getattr on a lazy module imports things)
+        if name.startswith("unsloth") and isinstance(vars(module).get(GRPO_PACKING_FLAG), bool):
+            setattr(module, GRPO_PACKING_FLAG, enabled)
+            changed.append(name)
+    grouper = sys.modules.get("unsloth.utils.prefix_grouper")
+    if grouper is not None and isinstance(vars(grouper).get("_ENABLED"), bool):
+        grouper._ENABLED = enabled and os.environ.get("UNSLOTH_GRPO_PREFIX_GROUPER", "1").lower() not in (
+            "0", "false", "no", "off")
+        changed.append(grouper.__name__)
+    return changed
+
+
+__all__ = ["install_varlen_gqa", "set_grpo_sequence_packing", "varlen_gqa_status", "with_enable_gqa"]

@@ -163,6 +163,9 @@ class GRPORecipe(Recipe):
     # TRL's use_transformers_continuous_batching: completions decoded by transformers' continuous batching
     # (paged KV cache, finished sequences replaced at once) instead of model.generate
     continuous_batching: bool = False
+    # Unsloth only: its GRPO sequence packing (None: Unsloth's default, on, or UNSLOTH_GRPO_SEQ_PACKING). When on, it
+    # checks the packed forward against one forward per completion whenever the packed length grows.
+    unsloth_sequence_packing: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -229,11 +232,9 @@ _PROFILES: dict[str, dict[str, dict]] = {
     "lora": {
         "full": dict(learning_rate=2e-4, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-4, max_steps=8),
-        # wrapped packing (one stream cut into full 2048-token rows, no padding-free batches): on the H100 with
-        # torch 2.11, Unsloth's LoRA step on bfd-packed padding-free rows took ~3 s (its attention runs SDPA once
-        # per packed example there: torch 2.11's varlen kernel lacks GQA), 0.33 s on wrapped rows
-        "throughput": dict(_PACKED_THROUGHPUT, learning_rate=2e-4, n_train_rows=10000, packing_strategy="wrapped",
-                           attn_implementation="sdpa"),
+        # bfd padding-free rows: on the H100 with torch 2.11, Unsloth's LoRA step took 2.8-5.4 s there until
+        # unsloth_course.kernels gave Unsloth torch's flash-varlen kernel (0.24-0.28 s; wrapped rows: 0.33 s)
+        "throughput": dict(_PACKED_THROUGHPUT, learning_rate=2e-4, n_train_rows=10000),
     },
     "dpo": {
         # 8 pairs in one forward pass, not 2 x 4 accumulated: the same effective batch, and the small model
@@ -261,11 +262,13 @@ _PROFILES: dict[str, dict[str, dict]] = {
                       num_generations=4, max_completion_length=48, warmup_sft_steps=4, n_eval_rows=6,
                       weight_decay=0.0),
 
-        # generation dominates GRPO: 16 prompts x 8 completions decoded together per step
+        # generation dominates GRPO: 16 prompts x 8 completions decoded together per step. Unsloth's sequence
+        # packing off: on the H100 its per-completion checks made steps 18-51 s while the packed length grew,
+        # and its checked steps (3.1-3.7 s) were still slower than the padded ones (2.7 s)
         "throughput": dict(_THROUGHPUT, learning_rate=2e-5, max_seq_length=512, per_device_train_batch_size=128,
                            num_generations=8, max_completion_length=128, warmup_sft_steps=30,
                            warmup_batch_size=16, max_steps=10, n_train_rows=512, weight_decay=0.0,
-                           max_new_tokens=96),
+                           max_new_tokens=96, unsloth_sequence_packing=False),
     },
     "cpt": {
         # 8 packed 1024-token rows in one pass: on the H100 80 steps took 214.7 s against 217.9 s for 4 x 2, so
