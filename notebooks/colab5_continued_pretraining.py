@@ -552,8 +552,8 @@ merge_check.round(4)
 # - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal
 #   attention, the second function would attend to the first: the model would learn to predict code from an
 #   unrelated neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the
-#   boundaries to the attention (on GPU, Unsloth's varlen kernel where flash-attn, xformers or torch >= 2.12
-#   provide one, otherwise SDPA run once per function; on CPU, PyTorch attention with a block-diagonal mask
+#   boundaries to the attention (on GPU, Unsloth's varlen kernel where flash-attn, xformers or torch's
+#   `varlen_attn` provide one, otherwise SDPA run once per function; on CPU, PyTorch attention with a block-diagonal mask
 #   that transformers builds from the restarted positions), so attention stays inside each function. Measured below with a batch built by the trainer's own collator: the second
 #   function of a packed sequence, in the packed batch and in a plain causal pass over the same tokens,
 #   against running it alone.
@@ -592,11 +592,14 @@ print("-> in the packed batch the second function " + ("does not see the first o
 #   `packing_strategy="bfd_split"` keeps the overflow as extra pieces. Raise `max_seq_length` if memory
 #   allows.
 # - **Packing speed depends on the attention kernel.** Padding-free packing is fast only with a varlen
-#   kernel. On an H100 with torch 2.11 and neither flash-attn nor xformers, Unsloth ran attention once per
-#   packed function and its CPT step was several times slower than plain transformers with flex attention
-#   (`unsloth-course bench cpt --profile throughput`, table in `docs/RESULTS.md`). Check what your machine
-#   uses before trusting "packing is faster"; `packing_strategy="wrapped"` (dense rows, examples may see
-#   their neighbour) avoids the question for pretraining-style text.
+#   kernel (flash-attn, xformers, or torch's `varlen_attn`). Unsloth takes torch's only when it accepts
+#   `enable_gqa` (torch >= 2.12), and SmolLM2 uses grouped-query attention (9 query, 3 key/value heads). So
+#   on an H100 with torch 2.11, Unsloth ran attention once per packed function: 3.5 s per CPT step, slower
+#   than plain transformers with flex attention. torch 2.11's flash kernel handles GQA, so
+#   `unsloth_course.kernels` gives its `varlen_attn` the missing argument before Unsloth loads. The same step
+#   then took 0.25-0.30 s (`unsloth-course bench cpt --profile throughput`, table in `docs/RESULTS.md`).
+#   Check what your machine uses before trusting "packing is faster". `packing_strategy="wrapped"` (dense
+#   rows, examples may see their neighbour) avoids the question for pretraining-style text.
 # - **Forgetting.** Watch the general-text perplexity. Remedies: fewer steps, lower learning rates, mixing
 #   some general text into the CPT data ("replay"), and following CPT with SFT.
 # - **Held-out data must be held out.** Evaluate on functions that training never saw (the split above), or

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bench runs behind docs/RESULTS.md's backend table. On the GPU machine, after `source /tmp/gpu/device-b.sh`:
-#   TOTAL=560 bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-next.txt
+#   TOTAL=560 bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-f.txt
 # FILE has one line per item, `NAME COMMAND...` (blank lines and # comments skipped); the items run one after
 # the other (alone on the GPU, so their times are comparable). $W is the item's own folder: pass it to
 # `unsloth-course bench ... --workdir $W --json $W/bench.json`. An item gets what is left of $TOTAL seconds

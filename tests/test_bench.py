@@ -41,10 +41,10 @@ def test_bench_lora_quick_on_cpu(tmp_path, capsys):
 def test_format_table_reports_a_failed_backend_and_keeps_the_other():
     row = {"steps": 2, "step_time_s": 0.5, "tokens_per_s": 900.0, "peak_memory_gb": 3.0, "memory_device": "cuda",
            "loss_curve": [[1, 2.0], [2, 1.9]], "backend_reason": "x", "generated_tokens_per_s": 1234.0,
-           "generation_share": 0.8, "generated_tokens_per_run_s": 987.0}
+           "generation_share": 0.8, "generated_tokens_per_step_s": 1100.0, "generated_tokens_per_run_s": 987.0}
     table = bench.format_table("grpo", {"unsloth": row, "plain": {"error": "CUDA out of memory"}}, "both")
-    assert "generated tokens/s (while generating) | generated tokens/s (whole run) | generation share" in table
-    assert "unsloth | 0.500 | 900 | 3.00 (cuda) | 1,234 | 987 | 80%" in table
+    assert "generated tokens/s (while generating) | generated tokens/s (steady step) | generated tokens/s (whole run)" in table
+    assert "unsloth | 0.500 | 900 | 3.00 (cuda) | 1,234 | 1,100 | 987 | 80%" in table
     assert "plain | failed: CUDA out of memory" in table
     assert "Unsloth / plain" not in table  # no ratio against a failed run
 
@@ -108,3 +108,15 @@ def test_bench_rejects_unknown_or_unavailable_backends():
         bench.bench("lora", "quick", backends=["vllm"])
     with pytest.raises(ValueError, match="backend unsloth cannot run here: no CUDA GPU"):
         bench.bench("lora", "quick", backends=["unsloth"])
+
+
+def test_grpo_measure_is_generated_tokens_of_a_steady_step():
+    record = {"steps": 6, "runtime_s": 104.5, "step_time_median_s": 2.5, "generated_tokens": 51_600,
+              "loss_curve": [[1, 3.1e-5], [6, 3.0e-5]]}
+    m = bench.measurements(record)
+    assert m["generated_tokens_per_step_s"] == pytest.approx(51_600 / 6 / 2.5, abs=0.1)  # 3,440
+    assert m["generated_tokens_per_run_s"] == pytest.approx(51_600 / 104.5, abs=0.1)
+    assert bench.TARGETS["grpo"][0] == "generated_tokens_per_step_s"
+    assert bench.target_verdict("grpo", m) == "missed (34% of 10,000)"
+    assert "3.1e-05" in bench.format_table("grpo", {"unsloth": {**m, "peak_memory_gb": 9.0, "memory_device": "cuda"}},
+                                           "x")  # tiny GRPO losses are not shown as 0.0000

@@ -85,7 +85,7 @@ def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsy
     monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
     assert main(["run", "lora", "--profile", "throughput", "--max-steps", "1"]) == 0
     assert seen["recipe"].profile == "throughput" and seen["recipe"].max_steps == 1
-    assert "sized for a big GPU (micro-batch 16 x 2048 tokens)" in capsys.readouterr().out
+    assert "sized for a big GPU (micro-batch 32 x 2048 tokens)" in capsys.readouterr().out  # the LoRA profile
 
 
 def test_load_in_4bit_reaches_the_recipe_and_full_fine_tuning_refuses_it(monkeypatch, capsys):

@@ -147,3 +147,16 @@ def test_grpo_sequence_packing_switch_sets_the_env_and_unsloths_module_constants
     monkeypatch.setenv("UNSLOTH_GRPO_PREFIX_GROUPER", "0")
     kernels.set_grpo_sequence_packing(True)
     assert compiled.UNSLOTH_GRPO_SEQ_PACKING_ON is True and grouper._ENABLED is False  # its own switch stays off
+
+
+def test_grpo_sequence_packing_switch_reaches_a_trainer_module_outside_sys_modules(monkeypatch):
+    # Unsloth execs its generated trainer (module "UnslothGRPOTrainer") from source: the flag lives in the
+    # globals of the trainer's methods, which is where the H100 run showed the switch must reach
+    namespace = {"__name__": "UnslothGRPOTrainer", "UNSLOTH_GRPO_SEQ_PACKING_ON": True}
+    exec("class UnslothGRPOTrainer:\n    def _get_per_token_logps_and_entropies(self):\n"
+         "        return UNSLOTH_GRPO_SEQ_PACKING_ON\n", namespace)
+    trainer = namespace["UnslothGRPOTrainer"]()
+    monkeypatch.setenv("UNSLOTH_GRPO_SEQ_PACKING", "1")
+    assert trainer._get_per_token_logps_and_entropies() is True
+    assert "UnslothGRPOTrainer" in kernels.set_grpo_sequence_packing(False, trainer)
+    assert trainer._get_per_token_logps_and_entropies() is False

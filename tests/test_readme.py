@@ -75,8 +75,8 @@ def test_bench_matrix_shows_measured_rows_only(tmp_path):
     (tmp_path / "bench-dpo.json").write_text(json.dumps({"technique": "dpo", "gpu": "H100", "results": {
         "unsloth": {"tokens_per_s": 90000.0}, "plain": {"error": "CUDA out of memory"}}}))
     (tmp_path / "bench-grpo.json").write_text(json.dumps({"technique": "grpo", "gpu": "H100", "results": {
-        "unsloth": {"tokens_per_s": 3000.0, "generated_tokens_per_run_s": 200.0},
-        "plain": {"tokens_per_s": 1500.0, "generated_tokens_per_run_s": 400.0}}}))
+        "unsloth": {"tokens_per_s": 3000.0, "generated_tokens_per_step_s": 200.0},
+        "plain": {"tokens_per_s": 1500.0, "generated_tokens_per_step_s": 400.0}}}))
     table = readme.bench_matrix(tmp_path)
     assert "| dpo | H100 | 90,000 | CUDA out of memory | - | met |" in table
     assert "| grpo generated | H100 | 200 | 400 | 0.50x | missed (2% of 10,000) |" in table

@@ -71,12 +71,12 @@ def test_extra_sections_pipeline_planner_and_bench(tmp_path):
     (extra / "bench-grpo.json").write_text(json.dumps({
         "technique": "grpo", "profile": "throughput", "overrides": ["max_completion_length=64"], "results": {
             "unsloth": {"step_time_s": 4.0, "tokens_per_s": 3000.0, "peak_memory_gb": 9.0,
-                        "generated_tokens_per_run_s": 12000.0, "exit_note": "wrote its run record, then hung"},
+                        "generated_tokens_per_step_s": 12000.0, "exit_note": "wrote its run record, then hung"},
             "plain": {"step_time_s": 8.0, "tokens_per_s": 1500.0, "peak_memory_gb": 25.0,
-                      "generated_tokens_per_run_s": 4000.0}}}))
+                      "generated_tokens_per_step_s": 4000.0}}}))
     (extra / "bench-notes.md").write_text("### Findings\n\nwritten by hand")
     text = results.render(tmp_path)
-    # GRPO's ratio and target use generated tokens per second of the run; the grpo row comes after lora
+    # GRPO's ratio and target use generated tokens per second of a steady step; the grpo row comes after lora
     assert "| grpo | `max_completion_length=64` | unsloth | 4.0 | 3,000 | 12,000 | 9.00 | 3.00x | met |" in text
     assert "| grpo | `max_completion_length=64` | plain | 8.0 | 1,500 | 4,000 | 25.00 |  | missed (40% of 10,000) |" in text
     assert text.index("| lora |") < text.index("| grpo |")

@@ -86,18 +86,26 @@ def test_grpo_passes_continuous_batching_to_the_trainer(monkeypatch, tmp_path):
 def test_grpo_throughput_profile_turns_unsloths_sequence_packing_off_only_on_unsloth(monkeypatch, tmp_path, capsys):
     import trl
 
-    from unsloth_course import backend, kernels
+    from unsloth_course import backend
 
     monkeypatch.setattr(backend, "_reported", set())
     assert get_recipe("grpo", "throughput").unsloth_sequence_packing is False
     assert get_recipe("grpo", "full").unsloth_sequence_packing is None  # Unsloth's default in the notebooks
     calls = []
-    monkeypatch.setattr(kernels, "set_grpo_sequence_packing", calls.append)
-    monkeypatch.setattr(runner, "set_grpo_sequence_packing", calls.append)
-    monkeypatch.setattr(trl, "GRPOTrainer", _capture({}))
+
+    def switch(enabled, trainer):
+        calls.append(enabled)
+        return []
+
+    def stop(*args, **kwargs):
+        raise Captured
+
+    monkeypatch.setattr(runner, "set_grpo_sequence_packing", switch)
+    monkeypatch.setattr(trl, "GRPOTrainer", lambda **kwargs: object())  # the switch runs on the built trainer
+    monkeypatch.setattr(runner, "train", stop)
     recipe = get_recipe("grpo", "quick", unsloth_sequence_packing=False, n_train_rows=8, n_eval_rows=2)
-    for backend, expected in (("plain", []), ("unsloth", [False])):
-        monkeypatch.setattr(runner, "BACKEND", backend)
+    for name, expected in (("plain", []), ("unsloth", [False])):
+        monkeypatch.setattr(runner, "BACKEND", name)
         with pytest.raises(Captured):
             runner.run("grpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
         assert calls == expected

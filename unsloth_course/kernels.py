@@ -87,20 +87,26 @@ def install_varlen_gqa() -> str | None:
 GRPO_PACKING_FLAG = "UNSLOTH_GRPO_SEQ_PACKING_ON"  # module constant Unsloth derives from UNSLOTH_GRPO_SEQ_PACKING
 
 
-def set_grpo_sequence_packing(enabled: bool) -> list[str]:
+def set_grpo_sequence_packing(enabled: bool, trainer: Any = None) -> list[str]:
     """Turn Unsloth's GRPO sequence packing (and its PrefixGrouper, which rides on it) on or off in this process.
 
     Unsloth packs each GRPO batch into one varlen forward and checks it against a forward per completion (128
     forwards for a 128-completion batch) whenever the packed length grows past what it checked; on the H100 those
     steps took 18-51 s against ~3 s. unsloth_zoo reads UNSLOTH_GRPO_SEQ_PACKING at every call, but Unsloth copies it
-    into module constants at import, so those are set too. Returns the modules changed (none without Unsloth).
+    into a constant of its generated trainer module at import, so that constant is set too: in every loaded module
+    and in the globals of `trainer`'s methods (the generated module is registered under a name like
+    "UnslothGRPOTrainer"). Returns where it changed something (nothing without Unsloth).
     """
     os.environ["UNSLOTH_GRPO_SEQ_PACKING"] = "1" if enabled else "0"
+    namespaces = {name: vars(module) for name, module in list(sys.modules.items()) if module is not None}
+    for cls in type(trainer).__mro__ if trainer is not None else ():
+        for value in vars(cls).values():
+            if inspect.isfunction(value):
+                namespaces.setdefault(value.__globals__.get("__name__", cls.__name__), value.__globals__)
     changed = []
-    for name, module in list(sys.modules.items()):
-        # Unsloth's own modules only, read through __dict__ (getattr on a lazy module imports things)
-        if name.startswith("unsloth") and isinstance(vars(module).get(GRPO_PACKING_FLAG), bool):
-            setattr(module, GRPO_PACKING_FLAG, enabled)
+    for name, namespace in namespaces.items():  # __dict__ lookups: getattr on a lazy module would import things
+        if isinstance(namespace.get(GRPO_PACKING_FLAG), bool):
+            namespace[GRPO_PACKING_FLAG] = enabled
             changed.append(name)
     grouper = sys.modules.get("unsloth.utils.prefix_grouper")
     if grouper is not None and isinstance(vars(grouper).get("_ENABLED"), bool):

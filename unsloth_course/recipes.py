@@ -233,8 +233,11 @@ _PROFILES: dict[str, dict[str, dict]] = {
         "full": dict(learning_rate=2e-4, max_steps=60),
         "quick": dict(_QUICK, learning_rate=2e-4, max_steps=8),
         # bfd padding-free rows: on the H100 with torch 2.11, Unsloth's LoRA step took 2.8-5.4 s there until
-        # unsloth_course.kernels gave Unsloth torch's flash-varlen kernel (0.24-0.28 s; wrapped rows: 0.33 s)
-        "throughput": dict(_PACKED_THROUGHPUT, learning_rate=2e-4, n_train_rows=10000),
+        # unsloth_course.kernels gave Unsloth torch's flash-varlen kernel (0.24-0.34 s at 16 rows). Still
+        # launch-bound (GPU kernels busy 17% of a profiled step), so 32 rows a step: 176-203k tokens/s, 28 GB
+        # (16 rows: 86-121k; 48 rows: 198k, 42 GB)
+        "throughput": dict(_PACKED_THROUGHPUT, learning_rate=2e-4, n_train_rows=10000,
+                           per_device_train_batch_size=32),
     },
     "dpo": {
         # 8 pairs in one forward pass, not 2 x 4 accumulated: the same effective batch, and the small model
@@ -278,8 +281,10 @@ _PROFILES: dict[str, dict[str, dict]] = {
                      max_seq_length=1024, lora_r=64, lora_alpha=32),
         "quick": dict(_QUICK, learning_rate=5e-5, embedding_learning_rate=5e-6, max_steps=6, n_train_rows=48,
                       lora_r=16, lora_alpha=16),
+        # 32 rows a step: on the H100 16 rows were launch-bound (GPU kernels busy 32% of a profiled step); 32 rows
+        # gave 143.6k tokens/s against 108-130k
         "throughput": dict(_PACKED_THROUGHPUT, learning_rate=5e-5, embedding_learning_rate=5e-6, n_train_rows=3000,
-                           lora_r=64, lora_alpha=32),
+                           lora_r=64, lora_alpha=32, per_device_train_batch_size=32),
     },
 }
 _CLASSES = {"full": SFTRecipe, "lora": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "cpt": CPTRecipe}

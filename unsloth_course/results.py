@@ -138,8 +138,8 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
     lines += ["`bash scripts/gpu_bench.sh PLAN` (`unsloth-course bench TECHNIQUE --profile throughput` runs "
               "`run --train-only` once per backend, alone on the GPU; {}). Tokens/s: trained tokens (no padding) "
               "in the steady state, the median step after the first two (the first compiles). Generated tokens/s "
-              "(GRPO): completion tokens per second of the whole run, generation and training together, as the "
-              "target counts them.".format("; ".join(where)), "",
+              "(GRPO, the target's measure): completion tokens of a step (their mean over the run) per median step "
+              "time, generation and training together.".format("; ".join(where)), "",
               "| technique | recipe changes | backend | median step (s) | tokens/s | generated tokens/s | "
               "peak memory (GB) | Unsloth / plain | target |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -156,7 +156,7 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
                                          report.get("overrides", []))
                 notes += [f"- {technique}, {backend}: {explained}."] if explained else []
                 continue
-            generated = f"{r['generated_tokens_per_run_s']:,.0f}" if r.get("generated_tokens_per_run_s") else "-"
+            generated = f"{r['generated_tokens_per_step_s']:,.0f}" if r.get("generated_tokens_per_step_s") else "-"
             lines.append(f"| {technique} | {changes} | {backend} | {r['step_time_s']} | {r['tokens_per_s']:,.0f} | "
                          f"{generated} | {r['peak_memory_gb']:.2f} | {ratio if backend == 'unsloth' else ''} | "
                          f"{target_verdict(technique, r)} |")

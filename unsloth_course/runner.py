@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .backend import BACKEND, FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, backend_info, report_once
+from .backend import (
+    BACKEND,
+    FastLanguageModel,
+    UnslothTrainer,
+    UnslothTrainingArguments,
+    backend_info,
+    report_once,
+)
 from .distributed import print_main
 from .export import save_adapter, save_merged
 from .inference import chat, compare, generate, padding_side
@@ -209,14 +216,15 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
                         max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
                         beta=recipe.beta, gradient_checkpointing=recipe.gradient_checkpointing,
                         use_transformers_continuous_batching=recipe.continuous_batching, log_completions=False)
-    if recipe.unsloth_sequence_packing is not None:
-        if BACKEND == "unsloth":
-            set_grpo_sequence_packing(recipe.unsloth_sequence_packing)
-            print_main(f"Unsloth GRPO sequence packing: {'on' if recipe.unsloth_sequence_packing else 'off'} (recipe)")
-        else:
-            report_once("grpo-packing", "unsloth_sequence_packing is an Unsloth setting: the plain backend pads")
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.DEFAULT_REWARDS,
                           args=config, train_dataset=problems["train"], callbacks=options.callback_list())
+    if recipe.unsloth_sequence_packing is not None:
+        if BACKEND == "unsloth":
+            where = set_grpo_sequence_packing(recipe.unsloth_sequence_packing, trainer)
+            print_main(f"Unsloth GRPO sequence packing: {'on' if recipe.unsloth_sequence_packing else 'off'} "
+                       f"(recipe; set in {', '.join(where) or 'the environment only'})")
+        else:
+            report_once("grpo-packing", "unsloth_sequence_packing is an Unsloth setting: the plain backend pads")
     timer = GenerationTimer()
     timer.attach(trainer)
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
