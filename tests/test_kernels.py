@@ -58,6 +58,14 @@ def test_wrapper_has_the_signature_unsloth_checks():
     assert params["enable_gqa"].kind is inspect.Parameter.KEYWORD_ONLY and params["enable_gqa"].default is False
 
 
+def test_wrapper_signature_keeps_a_trailing_kwargs_last():
+    def varlen_with_kwargs(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=(-1, -1), **extra):
+        return query
+
+    params = list(inspect.signature(with_enable_gqa(varlen_with_kwargs)).parameters)
+    assert params[-2:] == ["enable_gqa", "extra"]
+
+
 def test_wrapper_passes_gqa_through_and_checks_heads():
     q, k, v, cu = packed([3, 7, 12])
     wrapped = with_enable_gqa(torch_2_11_varlen_attn)

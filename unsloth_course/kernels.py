@@ -61,10 +61,10 @@ def with_enable_gqa(varlen_attn: Any):
         return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kwargs)
 
     varlen_attn_gqa.__wrapped__ = varlen_attn
-    varlen_attn_gqa.__signature__ = inspect.Signature(
-        list(inspect.signature(varlen_attn).parameters.values())
-        + [inspect.Parameter("enable_gqa", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)]
-    )
+    params = list(inspect.signature(varlen_attn).parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("enable_gqa", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool))
+    varlen_attn_gqa.__signature__ = inspect.Signature(params)  # what Unsloth inspects
     varlen_attn_gqa.__doc__ = varlen_attn.__doc__
     return varlen_attn_gqa
 
