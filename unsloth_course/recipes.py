@@ -267,7 +267,7 @@ _PROFILES: dict[str, dict[str, dict]] = {
 
         # generation dominates GRPO: 16 prompts x 8 completions decoded together per step. Unsloth's sequence
         # packing off: on the H100 its per-completion checks made steps 18-51 s while the packed length grew,
-        # and its checked steps (3.1-3.7 s) were still slower than the padded ones (2.7 s)
+        # and its packed steps without a check (3.1-3.7 s) were still slower than padded ones (2.7 s)
         "throughput": dict(_THROUGHPUT, learning_rate=2e-5, max_seq_length=512, per_device_train_batch_size=128,
                            num_generations=8, max_completion_length=128, warmup_sft_steps=30,
                            warmup_batch_size=16, max_steps=10, n_train_rows=512, weight_decay=0.0,
