@@ -11,14 +11,8 @@ from unsloth_course.kernels import install_varlen_gqa, varlen_gqa_status, with_e
 
 def torch_2_11_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
                            window_size=(-1, -1)):
-    """torch 2.11's signature (no enable_gqa); computes causal attention per segment with SDPA, like the kernel."""
-    out = []
-    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
-        q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=window_size == (-1, 0), scale=scale,
-                                           enable_gqa=q.size(1) != k.size(1))
-        out.append(o[0].transpose(0, 1))
-    return torch.cat(out)
+    """torch 2.11's signature (no enable_gqa); computes attention per segment with SDPA, like the kernel."""
+    return per_example_sdpa(query, key, value, cu_seq_q, causal=window_size == (-1, 0), scale=scale)
 
 
 def torch_2_10_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None):
@@ -34,12 +28,13 @@ def packed(lengths, heads_q=9, heads_kv=3, dim=64, device="cpu", dtype=torch.flo
     return q, k, v, cu
 
 
-def per_example_sdpa(q, k, v, cu):
-    """What Unsloth runs without a varlen kernel: one causal GQA SDPA call per packed example."""
+def per_example_sdpa(q, k, v, cu, causal=True, scale=None):
+    """What Unsloth runs without a varlen kernel: one (causal) GQA SDPA call per packed example."""
     out = []
     for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
         qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-        out.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)[0].transpose(0, 1))
+        out.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale,
+                                                  enable_gqa=qs.size(1) != ks.size(1))[0].transpose(0, 1))
     return torch.cat(out)
 
 

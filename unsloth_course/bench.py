@@ -110,12 +110,20 @@ def failure_note(technique: str, profile: str, backend: str, error: str, overrid
     return None
 
 
-# Issue 7's targets on one H100 (throughput profile): trained tokens/s, or for GRPO generated tokens per second
-# of the whole run (generation and training steps together)
-# GRPO's measure: completion tokens per second of a steady step (generation and training together), like the other
-# techniques' steady tokens/s; the whole-run figure also counts the first step's compilation
+# Issue 7's targets on one H100 (throughput profile): trained tokens/s; for GRPO completion tokens per second of a
+# steady step (generation and training together), like the other techniques' steady tokens/s (the whole-run figure
+# also counts the first step's compilation)
 TARGETS = {"full": ("tokens_per_s", 250_000), "cpt": ("tokens_per_s", 250_000), "lora": ("tokens_per_s", 300_000),
            "dpo": ("tokens_per_s", 80_000), "grpo": ("generated_tokens_per_step_s", 10_000)}
+
+
+def load_reports(folder: Path) -> list[dict]:
+    """The bench records `folder/bench-*.json`, in the order of recipes.TECHNIQUES."""
+    from .recipes import TECHNIQUES
+
+    reports = [json.loads(p.read_text()) for p in folder.glob("bench-*.json")]
+    order = {t: i for i, t in enumerate(TECHNIQUES)}
+    return sorted(reports, key=lambda r: order.get(r["technique"], len(order)))
 
 
 def unsloth_over_plain(technique: str, results: dict[str, dict]) -> float | None:

@@ -113,15 +113,12 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
 
 def bench_matrix(extra_dir: Path = RESULTS_DIR / "extra") -> str:
     """Unsloth vs plain from the bench records (throughput profile), measured rows only."""
-    from .bench import TARGETS, target_verdict, unsloth_over_plain
-    from .recipes import TECHNIQUES
+    from .bench import TARGETS, load_reports, target_verdict, unsloth_over_plain
 
-    reports = {report["technique"]: report
-               for report in (json.loads(p.read_text()) for p in sorted(extra_dir.glob("bench-*.json")))}
     lines = ["| technique | device | Unsloth tokens/s | plain tokens/s | Unsloth / plain | target (Unsloth) |",
              "|---|---|---|---|---|---|"]
-    for technique in (t for t in TECHNIQUES if t in reports):
-        report = reports[technique]
+    for report in load_reports(extra_dir):
+        technique = report["technique"]
         key = TARGETS[technique][0]
         unsloth, plain = (report["results"].get(b, {}) for b in ("unsloth", "plain"))
         cells = [r.get("error", "-") if "error" in r or not r.get(key) else f"{r[key]:,.0f}" for r in (unsloth, plain)]

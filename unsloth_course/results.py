@@ -126,14 +126,13 @@ def planner_section(record: dict) -> list[str]:
 
 
 def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[str]:
-    """The backend table from bench-*.json (with each technique's target), then the hand-written findings."""
+    """The backend table from the bench records (bench.load_reports: in technique order, each with its target),
+    then the hand-written findings."""
     from .bench import failure_note, target_verdict, unsloth_over_plain
 
     lines = ["", "## Backend benchmark (`unsloth-course bench`)", ""]
     if not reports:
         return lines + ["Not run on the GPU yet (`bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-a.txt`)."]
-    order = {t: i for i, t in enumerate(TECHNIQUES)}
-    reports = sorted(reports, key=lambda r: order.get(r["technique"], 99))
     where = sorted({f"{r.get('gpu', '?')}, {r.get('date', '?')}" for r in reports})
     lines += ["`bash scripts/gpu_bench.sh PLAN` (`unsloth-course bench TECHNIQUE --profile throughput` runs "
               "`run --train-only` once per backend, alone on the GPU; {}). Tokens/s: trained tokens (no padding) "
@@ -162,7 +161,7 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
                          f"{target_verdict(technique, r)} |")
             if r.get("exit_note"):
                 notes.append(f"- {technique}, {backend}: {r['exit_note']}.")
-    missing = [t for t in order if t not in {r["technique"] for r in reports}]
+    missing = [t for t in TECHNIQUES if t not in {r["technique"] for r in reports}]
     if missing:
         notes.append(f"- no bench record for {', '.join(missing)}: see docs/gpu_logs/ for the runs the time limit "
                      "cut off.")
@@ -200,14 +199,15 @@ def t4_section(folder: Path) -> list[str]:
 
 def extra_sections(folder: Path) -> list[str]:
     """Sections from docs/runs/extra: pipeline.json, planner_verify.json, bench-*.json."""
+    from .bench import load_reports
+
     lines: list[str] = []
     if (folder / "pipeline.json").is_file():
         lines += pipeline_section(json.loads((folder / "pipeline.json").read_text()))
     if (folder / "planner_verify.json").is_file():
         lines += planner_section(json.loads((folder / "planner_verify.json").read_text()))
     lines += t4_section(folder / "t4")
-    lines += bench_section([json.loads(p.read_text()) for p in sorted(folder.glob("bench-*.json"))],
-                           folder / "bench-notes.md")
+    lines += bench_section(load_reports(folder), folder / "bench-notes.md")
     lines += scaling_section(folder / "scaling.json")
     return lines
 
