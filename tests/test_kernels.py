@@ -163,3 +163,108 @@ def test_grpo_sequence_packing_switch_reaches_a_trainer_module_outside_sys_modul
     assert trainer._get_per_token_logps_and_entropies() is True
     assert "UnslothGRPOTrainer" in kernels.set_grpo_sequence_packing(False, trainer)
     assert trainer._get_per_token_logps_and_entropies() is False
+
+
+def decode_inputs(batch=4, heads_q=9, heads_kv=3, length=37, dim=64, pad=(0, 5, 11, 0)):
+    """One decode token per row over a left-padded cache, with Unsloth's boolean keep mask (B, 1, 1, S)."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(batch, heads_q, 1, dim, generator=g)
+    k, v = (torch.randn(batch, heads_kv, length, dim, generator=g) for _ in range(2))
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    for row, n in enumerate(pad):
+        mask[row, :n] = False
+    return q, k, v, mask[:, None, None, :]
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("heads", [(9, 3), (8, 2), (4, 1)])
+def test_grouped_decode_matches_sdpa_gqa(masked, heads):
+    q, k, v, mask = decode_inputs(heads_q=heads[0], heads_kv=heads[1])
+    mask = mask if masked else None
+    calls = []
+
+    def sdpa(*args, **kwargs):
+        calls.append(kwargs)
+        return F.scaled_dot_product_attention(*args, **kwargs)
+
+    grouped = kernels.grouped_decode_sdpa(sdpa)
+    out = grouped(q, k, v, attn_mask=mask, is_causal=False, enable_gqa=True)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert out.shape == want.shape == (4, heads[0], 1, 64)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    assert calls == []  # handled as grouped queries, not passed on
+    # padded cache positions are ignored: changing them does not change the answer
+    if masked:
+        k2 = k.clone()
+        k2[1, :, :5] = 100.0
+        torch.testing.assert_close(grouped(q, k2, v, attn_mask=mask, enable_gqa=True), out)
+
+
+def test_grouped_decode_passes_other_calls_through():
+    q, k, v, mask = decode_inputs()
+    calls = []
+
+    def sdpa(*args, **kwargs):
+        calls.append(kwargs)
+        return F.scaled_dot_product_attention(*args, **kwargs)
+
+    grouped = kernels.grouped_decode_sdpa(sdpa)
+    k9, v9 = (t.repeat_interleave(3, dim=1) for t in (k, v))
+    grouped(q, k9, v9, attn_mask=mask)  # no GQA
+    grouped(q, k, v, attn_mask=mask, enable_gqa=True, dropout_p=0.1)  # dropout
+    grouped(torch.randn(4, 9, 2, 64), k, v, enable_gqa=True)  # two query tokens
+    grouped(q, k, v, attn_mask=torch.zeros(4, 9, 1, 37), enable_gqa=True)  # a per-head mask
+    assert [c["enable_gqa"] for c in calls] == [False, True, True, True]
+    assert calls[1]["dropout_p"] == 0.1
+
+
+def test_install_grouped_decode_patches_modules_that_hold_unsloths_decode_sdpa(monkeypatch):
+    import sys
+    import types
+
+    def decode_sdpa(*args, **kwargs):
+        return F.scaled_dot_product_attention(*args, **kwargs)
+
+    dispatch = types.ModuleType("unsloth.utils.attention_dispatch")
+    dispatch.decode_scaled_dot_product_attention = decode_sdpa
+    llama = types.ModuleType("unsloth.models.llama")
+    llama.scaled_dot_product_attention = decode_sdpa
+    other = types.ModuleType("unsloth.models.other")
+    other.scaled_dot_product_attention = F.scaled_dot_product_attention  # something else: left alone
+    for module in (dispatch, llama, other):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    monkeypatch.setenv("UNSLOTH_COURSE_GQA_DECODE", "0")
+    assert kernels.install_grouped_decode() is None and llama.scaled_dot_product_attention is decode_sdpa
+    monkeypatch.delenv("UNSLOTH_COURSE_GQA_DECODE")
+    notice = kernels.install_grouped_decode()
+    assert "unsloth.models.llama" in notice and "unsloth.models.other" not in notice
+    assert llama.scaled_dot_product_attention.__wrapped__ is decode_sdpa
+    assert other.scaled_dot_product_attention is F.scaled_dot_product_attention
+    wrapped = llama.scaled_dot_product_attention
+    assert kernels.install_grouped_decode() == notice and llama.scaled_dot_product_attention is wrapped  # once
+    q, k, v, mask = decode_inputs()
+    torch.testing.assert_close(wrapped(q, k, v, attn_mask=mask, enable_gqa=True),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grouped_decode_matches_sdpa_gqa_on_cuda_in_bf16():
+    q, k, v, mask = (t.cuda() for t in decode_inputs(batch=64, length=300, pad=[i % 17 for i in range(64)]))
+    q, k, v = (t.bfloat16() for t in (q, k, v))
+    out = kernels.grouped_decode_sdpa(F.scaled_dot_product_attention)(q, k, v, attn_mask=mask, enable_gqa=True)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Unsloth needs CUDA")
+def test_unsloth_decode_uses_grouped_queries_on_cuda():
+    from unsloth_course.backend import BACKEND
+
+    if BACKEND != "unsloth":
+        pytest.skip("Unsloth backend only")
+    from unsloth.models import llama
+    from unsloth.utils import attention_dispatch
+
+    assert llama.scaled_dot_product_attention.__wrapped__ is attention_dispatch.decode_scaled_dot_product_attention

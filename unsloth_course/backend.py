@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .kernels import install_varlen_gqa
+from .kernels import install_grouped_decode, install_varlen_gqa
 from .models import DEFAULT_MODEL, fix_special_tokens, resolve_model
 from .settings import env_flag
 
@@ -87,11 +87,15 @@ def _try_import_unsloth() -> tuple[Any | None, str]:
     if notice:
         report_once("varlen", notice)
     try:
-        return importlib.import_module("unsloth"), "unsloth imported on CUDA"
+        module = importlib.import_module("unsloth")
     except Exception as error:  # a broken GPU stack must not stop the course: say so and go on
         if wanted == "unsloth":
             raise
         return None, f"unsloth failed to import ({type(error).__name__}: {error})"
+    notice = install_grouped_decode()  # Unsloth's decode functions read the module global at every call
+    if notice:
+        report_once("gqa-decode", notice)
+    return module, "unsloth imported on CUDA"
 
 
 class _DropMessages(logging.Filter):

@@ -248,9 +248,10 @@ _PROFILES: dict[str, dict[str, dict]] = {
         "quick": dict(_QUICK, learning_rate=5e-5, max_steps=6, n_eval_rows=12, max_prompt_length=128,
                       beta_sweep=(0.05, 0.5), beta_sweep_steps=2, weight_decay=0.0),
         # DPO pairs are short and cannot be packed here: a large micro-batch of pairs instead (on the H100, 32 pairs
-        # took a 0.29 s step for 5,200 tokens: launch-bound, so more pairs per step)
+        # took a 0.29 s step for 5,200 tokens: launch-bound, so more pairs per step). On the H200 with Unsloth,
+        # 128 pairs: 44.6k tokens/s, 34 GB; 256 pairs: 68.6k, 67.8 GB (the plain backend needed 67 GB for 128)
         "throughput": dict(_THROUGHPUT, learning_rate=5e-5, max_seq_length=1024, max_prompt_length=512,
-                           per_device_train_batch_size=128, n_train_rows=2400, weight_decay=0.0,
+                           per_device_train_batch_size=256, n_train_rows=4800, weight_decay=0.0,
                            pad_to_multiple_of=64),  # a few batch shapes instead of one per longest pair
     },
     "grpo": {
@@ -265,12 +266,14 @@ _PROFILES: dict[str, dict[str, dict]] = {
                       num_generations=4, max_completion_length=48, warmup_sft_steps=4, n_eval_rows=6,
                       weight_decay=0.0),
 
-        # generation dominates GRPO: 16 prompts x 8 completions decoded together per step. Unsloth's sequence
-        # packing off: on the H100 its per-completion checks made steps 18-51 s while the packed length grew,
-        # and its packed steps without a check (3.1-3.7 s) were still slower than padded ones (2.7 s)
-        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, max_seq_length=512, per_device_train_batch_size=128,
+        # 64 prompts x 8 completions decoded together per step: decoding is launch-bound, so on the H200 4x the
+        # completions of 128 (3,550 generated tokens/s on the H100) gave 7,334 in 1.9x the step time (50.6 GB);
+        # 1024 gave 8,245 but needs 100 GB. Unsloth's sequence packing off: on the H100 its per-completion checks
+        # made steps 18-51 s while the packed length grew, and its packed steps without a check (3.1-3.7 s) were
+        # still slower than padded ones (2.7 s)
+        "throughput": dict(_THROUGHPUT, learning_rate=2e-5, max_seq_length=512, per_device_train_batch_size=512,
                            num_generations=8, max_completion_length=128, warmup_sft_steps=30,
-                           warmup_batch_size=16, max_steps=10, n_train_rows=512, weight_decay=0.0,
+                           warmup_batch_size=16, max_steps=10, n_train_rows=1024, weight_decay=0.0,
                            max_new_tokens=96, unsloth_sequence_packing=False),
     },
     "cpt": {
