@@ -235,9 +235,9 @@ def test_install_grouped_decode_patches_modules_that_hold_unsloths_decode_sdpa(m
         monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
-    monkeypatch.setenv("UNSLOTH_COURSE_GQA_DECODE", "0")
+    monkeypatch.delenv("UNSLOTH_COURSE_GQA_DECODE", raising=False)  # opt-in
     assert kernels.install_grouped_decode() is None and llama.scaled_dot_product_attention is decode_sdpa
-    monkeypatch.delenv("UNSLOTH_COURSE_GQA_DECODE")
+    monkeypatch.setenv("UNSLOTH_COURSE_GQA_DECODE", "1")
     notice = kernels.install_grouped_decode()
     assert "unsloth.models.llama" in notice and "unsloth.models.other" not in notice
     assert llama.scaled_dot_product_attention.__wrapped__ is decode_sdpa
@@ -262,8 +262,8 @@ def test_grouped_decode_matches_sdpa_gqa_on_cuda_in_bf16():
 def test_unsloth_decode_uses_grouped_queries_on_cuda():
     from unsloth_course.backend import BACKEND
 
-    if BACKEND != "unsloth":
-        pytest.skip("Unsloth backend only")
+    if BACKEND != "unsloth" or os.environ.get("UNSLOTH_COURSE_GQA_DECODE") != "1":
+        pytest.skip("Unsloth backend with UNSLOTH_COURSE_GQA_DECODE=1 only")
     from unsloth.models import llama
     from unsloth.utils import attention_dispatch
 

@@ -17,7 +17,8 @@ there it calls SDPA with `enable_gqa=True` and a padding mask, which on an H100/
 it copies every key/value head out per query head and runs two bmm (one torch-profiled 512-completion GRPO step on the
 H200: copies 31% and bmm 22% of its GPU time). With one query token, the query heads that share a key/value head can
 instead be the query positions of one SDPA call without GQA (no causal mask between them), which the memory-efficient
-kernel runs reading each key/value head once: the same attention. UNSLOTH_COURSE_GQA_DECODE=0 turns it off.
+kernel runs reading each key/value head once: the same attention. Opt-in (UNSLOTH_COURSE_GQA_DECODE=1) until
+a GRPO run on the GPU has measured it: so far it is checked against SDPA's GQA on CUDA in bf16 only.
 
 `set_grpo_sequence_packing(False)` turns off Unsloth's GRPO sequence packing (its UNSLOTH_GRPO_SEQ_PACKING), which
 checks its packed log-probabilities against one forward pass per completion whenever the packed length grows.
@@ -134,9 +135,9 @@ def install_grouped_decode() -> str | None:
 
     Unsloth's model modules (unsloth.models.llama, ...) call the module global `scaled_dot_product_attention`, its
     attention_dispatch.decode_scaled_dot_product_attention, at every decode step: each one holding it gets the
-    wrapper. CUDA only, after `import unsloth`.
+    wrapper. CUDA only, after `import unsloth`, with UNSLOTH_COURSE_GQA_DECODE=1.
     """
-    if not env_flag("UNSLOTH_COURSE_GQA_DECODE", default=True) or not torch.cuda.is_available():
+    if not env_flag("UNSLOTH_COURSE_GQA_DECODE") or not torch.cuda.is_available():
         return None
     dispatch = sys.modules.get("unsloth.utils.attention_dispatch")
     original = getattr(dispatch, "decode_scaled_dot_product_attention", None) if dispatch else None
@@ -158,7 +159,7 @@ def install_grouped_decode() -> str | None:
     if not patched:
         return None
     return (f"one-token GQA decode runs as grouped queries ({', '.join(sorted(patched))}): one memory-efficient "
-            "SDPA call per layer instead of copying key/value heads (UNSLOTH_COURSE_GQA_DECODE=0: off)")
+            "SDPA call per layer instead of copying key/value heads (UNSLOTH_COURSE_GQA_DECODE=1)")
 
 
 GRPO_PACKING_FLAG = "UNSLOTH_GRPO_SEQ_PACKING_ON"  # module constant Unsloth derives from UNSLOTH_GRPO_SEQ_PACKING
