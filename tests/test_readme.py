@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unsloth_course import readme
+from unsloth_course.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,12 +73,15 @@ def test_results_matrix_reads_run_records(tmp_path):
 
 def test_bench_matrix_shows_measured_rows_only(tmp_path):
     assert readme.bench_matrix(tmp_path) == "No bench record yet."
-    (tmp_path / "bench-dpo.json").write_text(json.dumps({"technique": "dpo", "gpu": "H100", "results": {
+    (tmp_path / "bench-dpo.json").write_text(json.dumps({"technique": "dpo", "gpu": "H100", "profile": "throughput",
+                                                         "overrides": ["per_device_train_batch_size=64"], "results": {
         "unsloth": {"tokens_per_s": 90000.0}, "plain": {"error": "CUDA out of memory"}}}))
-    (tmp_path / "bench-grpo.json").write_text(json.dumps({"technique": "grpo", "gpu": "H100", "results": {
+    (tmp_path / "bench-grpo.json").write_text(json.dumps({"technique": "grpo", "gpu": "H100", "profile": "throughput",
+                                                          "results": {
         "unsloth": {"tokens_per_s": 3000.0, "generated_tokens_per_step_s": 200.0},
         "plain": {"tokens_per_s": 1500.0, "generated_tokens_per_step_s": 400.0}}}))
     table = readme.bench_matrix(tmp_path)
-    assert "| dpo | H100 | 90,000 | CUDA out of memory | - | met |" in table
-    assert "| grpo generated | H100 | 200 | 400 | 0.50x | missed (2% of 10,000) |" in table
+    assert "| dpo | 64 | H100 | 90,000 | CUDA out of memory | - | met |" in table  # the changed micro-batch
+    grpo_batch = get_recipe("grpo", "throughput").per_device_train_batch_size  # the profile's
+    assert f"| grpo generated | {grpo_batch} | H100 | 200 | 400 | 0.50x | missed (2% of 10,000) |" in table
     assert "| full |" not in table  # no record, no row

@@ -211,8 +211,9 @@ _QUICK = dict(max_seq_length=256, n_train_rows=64, n_eval_rows=8, per_device_tra
 
 # Big-GPU speed settings (H100 class; not for a T4): packing fills every row with 2048 real tokens, so no
 # compute is spent on padding; without gradient checkpointing nothing is recomputed in the backward pass;
-# the fused AdamW updates all parameters in a few kernels. Micro-batches were chosen to fit 80 GB with both
-# backends (plain transformers materializes the full fp32 logits, Unsloth chunks them).
+# the fused AdamW updates all parameters in a few kernels. Micro-batches were chosen to fit 80 GB with Unsloth;
+# the plain backend needs more for DPO's 256 pairs and GRPO's 512 completions (it materializes the full fp32
+# logits, Unsloth chunks them): 67 GB at 128 pairs, 97 GB at 512 completions on the H200.
 _THROUGHPUT = dict(max_seq_length=2048, per_device_train_batch_size=16, gradient_accumulation_steps=1,
                    gradient_checkpointing=False, optim="adamw_torch_fused", max_steps=20, warmup_steps=2,
                    logging_steps=1, n_eval_rows=16, max_new_tokens=32)
