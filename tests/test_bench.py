@@ -5,6 +5,7 @@ import json
 import pytest
 
 from unsloth_course import bench
+from unsloth_course.recipes import get_recipe
 
 
 def test_available_backends_on_cpu():
@@ -70,6 +71,16 @@ def test_a_plain_out_of_memory_on_packed_rows_is_explained():
     # unpacked settings (the full profile), or the throughput profile's flex attention: no such explanation
     assert "packed rows" not in bench.format_table("full", results, "both", "full")
     assert "packed rows" not in bench.format_table("full", results, "both", "throughput")
+
+
+def test_a_plain_out_of_memory_at_a_large_dpo_or_grpo_batch_is_explained():
+    note = bench.failure_note("grpo", "throughput", "plain", "CUDA out of memory")
+    batch = get_recipe("grpo", "throughput").per_device_train_batch_size
+    assert f"at {batch} completions a step" in note and f"per_device_train_batch_size={batch // 2}" in note
+    assert "64 pairs" in bench.failure_note("dpo", "throughput", "plain", "CUDA out of memory",
+                                            ["per_device_train_batch_size=64"])
+    assert bench.failure_note("grpo", "throughput", "unsloth", "CUDA out of memory") is None
+    assert bench.failure_note("grpo", "full", "plain", "CUDA out of memory") is None
 
 
 def test_a_run_that_recorded_its_training_and_then_hung_is_used(tmp_path, monkeypatch):
