@@ -12,9 +12,10 @@ back to one SDPA call per packed example: on the H100 its LoRA step on bfd rows 
 counts as torch 2.12 does) and calls the same custom op. It must run before `import unsloth`; the backend does so.
 UNSLOTH_COURSE_VARLEN_GQA=0 turns it off (the bench compares both).
 
-`install_grouped_decode()` (after `import unsloth`) speeds up Unsloth's batched one-token decode (GRPO generation):
-there it calls SDPA with `enable_gqa=True` and a padding mask, which on an H100/H200 leaves only the math kernel:
-it copies every key/value head out per query head and runs two bmm (one torch-profiled 512-completion GRPO step on the
+`install_grouped_decode()` (after `import unsloth`) targets Unsloth's batched one-token decode (GRPO generation):
+there it calls SDPA with `enable_gqa=True` and a padding mask and keeps it off cuDNN on sm90/sm100; SDPA's GQA runs
+only on the flash and math kernels (torch's SDPA docstring), and flash takes no mask, so the math kernel runs: it
+copies every key/value head out per query head and runs two bmm (one torch-profiled 512-completion GRPO step on the
 H200: copies 31% and bmm 22% of its GPU time). With one query token, the query heads that share a key/value head can
 instead be the query positions of one SDPA call without GQA (no causal mask between them), which the memory-efficient
 kernel runs reading each key/value head once: the same attention. Opt-in (UNSLOTH_COURSE_GQA_DECODE=1) until
