@@ -176,17 +176,23 @@ def decode_inputs(batch=4, heads_q=9, heads_kv=3, length=37, dim=64, pad=(0, 5, 
     return q, k, v, mask[:, None, None, :]
 
 
-@pytest.mark.parametrize("masked", [True, False])
-@pytest.mark.parametrize("heads", [(9, 3), (8, 2), (4, 1)])
-def test_grouped_decode_matches_sdpa_gqa(masked, heads):
-    q, k, v, mask = decode_inputs(heads_q=heads[0], heads_kv=heads[1])
-    mask = mask if masked else None
+def recording_sdpa():
+    """torch's SDPA, and the list of the keyword arguments of each call it got."""
     calls = []
 
     def sdpa(*args, **kwargs):
         calls.append(kwargs)
         return F.scaled_dot_product_attention(*args, **kwargs)
 
+    return calls, sdpa
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("heads", [(9, 3), (8, 2), (4, 1)])
+def test_grouped_decode_matches_sdpa_gqa(masked, heads):
+    q, k, v, mask = decode_inputs(heads_q=heads[0], heads_kv=heads[1])
+    mask = mask if masked else None
+    calls, sdpa = recording_sdpa()
     grouped = kernels.grouped_decode_sdpa(sdpa)
     out = grouped(q, k, v, attn_mask=mask, is_causal=False, enable_gqa=True)
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
@@ -202,12 +208,7 @@ def test_grouped_decode_matches_sdpa_gqa(masked, heads):
 
 def test_grouped_decode_passes_other_calls_through():
     q, k, v, mask = decode_inputs()
-    calls = []
-
-    def sdpa(*args, **kwargs):
-        calls.append(kwargs)
-        return F.scaled_dot_product_attention(*args, **kwargs)
-
+    calls, sdpa = recording_sdpa()
     grouped = kernels.grouped_decode_sdpa(sdpa)
     k9, v9 = (t.repeat_interleave(3, dim=1) for t in (k, v))
     grouped(q, k9, v9, attn_mask=mask)  # no GQA

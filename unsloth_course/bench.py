@@ -107,16 +107,16 @@ def failure_note(technique: str, profile: str, backend: str, error: str, overrid
                 "without flash-attention installed transformers falls back to SDPA, which warns that it does not "
                 "support this and failed allocating 1.97 GiB inside scaled_dot_product_attention on the H100 "
                 "(memory that grows with the square of the flattened length); Unsloth runs the same batch")
-    # measured on the H200 (2026-11-30): the plain backend materializes full fp32 logits, Unsloth chunks them
-    plain_needs = {("dpo", 128): "67 GB", ("grpo", 512): "97 GB"}
-    if backend == "plain" and "out of memory" in error.lower() and profile == "throughput" and technique in ("dpo", "grpo"):
+    if backend == "plain" and "out of memory" in error.lower() and profile == "throughput" and technique in _PLAIN_PEAK:
+        unit, measured = _PLAIN_PEAK[technique]
         batch = recipe.per_device_train_batch_size
-        measured = "; ".join(f"{b} {'pairs' if t == 'dpo' else 'completions'}: {gb}"
-                             for (t, b), gb in plain_needs.items() if t == technique)
-        return (f"plain ran out of memory at {batch} {'pairs' if technique == 'dpo' else 'completions'} a step: it "
-                f"keeps the full fp32 logits (H200 peak, {measured}); compare on an 80 GB card with "
-                f"`--set per_device_train_batch_size={batch // 2}` or less")
+        return (f"plain ran out of memory at {batch} {unit} a step: it keeps the full fp32 logits (H200 peak, "
+                f"{measured}); compare on an 80 GB card with `--set per_device_train_batch_size={batch // 2}` or less")
     return None
+
+
+# The plain backend's peak memory on the H200 (2026-11-30): it materializes full fp32 logits, Unsloth chunks them
+_PLAIN_PEAK = {"dpo": ("pairs", "128 pairs: 67 GB"), "grpo": ("completions", "512 completions: 97 GB")}
 
 
 # Issue 7's targets on one H100 (throughput profile): trained tokens/s; for GRPO completion tokens per second of a

@@ -195,4 +195,5 @@ def set_grpo_sequence_packing(enabled: bool, trainer: Any = None) -> list[str]:
     return changed
 
 
-__all__ = ["grouped_decode_sdpa", "install_grouped_decode", "install_varlen_gqa", "set_grpo_sequence_packing", "varlen_gqa_status", "with_enable_gqa"]
+__all__ = ["grouped_decode_sdpa", "install_grouped_decode", "install_varlen_gqa", "set_grpo_sequence_packing",
+           "varlen_gqa_status", "with_enable_gqa"]

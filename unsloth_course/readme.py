@@ -114,15 +114,14 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
 def bench_matrix(extra_dir: Path = RESULTS_DIR / "extra") -> str:
     """Unsloth vs plain from the bench records (throughput profile), measured rows only."""
     from .bench import TARGETS, load_reports, target_verdict, unsloth_over_plain
-    from .recipes import get_recipe
+    from .recipes import get_recipe, parse_overrides
 
     lines = ["| technique | micro-batch | device | Unsloth tokens/s | plain tokens/s | Unsloth / plain | "
              "target (Unsloth) |", "|---|---|---|---|---|---|---|"]
     for report in load_reports(extra_dir):
         technique = report["technique"]
-        changed = dict(item.split("=", 1) for item in report.get("overrides", []))
-        batch = changed.get("per_device_train_batch_size") or get_recipe(
-            technique, report.get("profile", "throughput")).per_device_train_batch_size
+        batch = get_recipe(technique, report.get("profile", "throughput"),
+                           **parse_overrides(technique, report.get("overrides", []))).per_device_train_batch_size
         key = TARGETS[technique][0]
         unsloth, plain = (report["results"].get(b, {}) for b in ("unsloth", "plain"))
         cells = [r.get("error", "-") if "error" in r or not r.get(key) else f"{r[key]:,.0f}" for r in (unsloth, plain)]
