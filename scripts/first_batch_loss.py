@@ -12,12 +12,11 @@ import sys
 import time
 
 import torch
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from unsloth_course import data
 from unsloth_course.recipes import get_recipe
-from unsloth_course.runner import _load
-from unsloth_course.training import common_args
+from unsloth_course.runner import _load, sft_config
 
 
 def main(technique: str = "full", profile: str = "throughput") -> None:
@@ -25,10 +24,7 @@ def main(technique: str = "full", profile: str = "throughput") -> None:
     model, tokenizer = _load(recipe, full_finetuning=True)
     model = model.float().eval()
     train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
-    config = SFTConfig(**common_args(recipe, "outputs/first_batch_loss"), max_length=recipe.max_seq_length,
-                       packing=recipe.packing, packing_strategy=recipe.packing_strategy,
-                       pad_to_multiple_of=recipe.pad_to_multiple_of, completion_only_loss=True,
-                       gradient_checkpointing=False)
+    config = sft_config(recipe, "outputs/first_batch_loss")  # the batches run_sft trains on
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
     batch = next(iter(trainer.get_train_dataloader()))
     if "position_ids" not in batch or batch["input_ids"].size(0) != 1:

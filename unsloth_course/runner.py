@@ -128,9 +128,19 @@ def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
     return {"adapter_mb": folder_size_mb(out / "adapter"), "merged_mb": folder_size_mb(out / "merged")}
 
 
+def sft_config(recipe: Recipe, output_dir: str, **trainer_args: Any):
+    """The SFTConfig run_sft trains with: the recipe's packing, loss on completion tokens only."""
+    from trl import SFTConfig
+
+    return SFTConfig(**common_args(recipe, output_dir, **trainer_args), max_length=recipe.max_seq_length,
+                     packing=recipe.packing, packing_strategy=recipe.packing_strategy,
+                     pad_to_multiple_of=recipe.pad_to_multiple_of, completion_only_loss=True,
+                     gradient_checkpointing=recipe.gradient_checkpointing)
+
+
 def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from . import data
 
@@ -141,10 +151,7 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
     prompts = list(SFT_PROMPTS)
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    config = SFTConfig(**common_args(recipe, str(out), **options.trainer_args()), max_length=recipe.max_seq_length,
-                       packing=recipe.packing, packing_strategy=recipe.packing_strategy,
-                       pad_to_multiple_of=recipe.pad_to_multiple_of, completion_only_loss=True,
-                       gradient_checkpointing=recipe.gradient_checkpointing)
+    config = sft_config(recipe, str(out), **options.trainer_args())
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
                          callbacks=options.callback_list())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
