@@ -1,6 +1,6 @@
 # On Colab: installs the pinned GPU stack. Everywhere: makes `unsloth_course` importable, using the
 # installed package if there is one, else the copy embedded below (no clone of the repository).
-# Generated from notebooks/_setup_cell.py by `python -m unsloth_course.notebook_build`, which adds
+# Generated from notebooks/_setup_cell.py by `python -m tools.build_notebooks`, which adds
 # the `#@title Setup` line and fills in the values below.
 import base64
 import importlib.util

@@ -45,7 +45,7 @@ from unsloth_course import FastLanguageModel, backend_info, get_recipe  # first:
 
 from trl import SFTConfig, SFTTrainer
 
-from unsloth_course import data, metrics, training
+from unsloth_course import data, hardware, measurement, plots, records, training
 from unsloth_course.inference import chat, compare
 from unsloth_course.prompts import SFT_PROMPTS
 
@@ -70,8 +70,8 @@ model, tokenizer = FastLanguageModel.from_pretrained(
     load_in_4bit=False,                    # full fine-tuning trains the real weights: no quantization
     full_finetuning=True,                  # every parameter trainable (no LoRA adapters)
 )
-print(metrics.parameter_line(model))
-trainable, total = metrics.count_parameters(model)
+print(measurement.parameter_line(model))
+trainable, total = measurement.count_parameters(model)
 assert trainable == total, "full fine-tuning: every parameter must be trainable"
 
 # %% [markdown]
@@ -145,14 +145,14 @@ config = SFTConfig(
     seed=recipe.seed,                     # reproducible shuffling and initialization
     report_to="none",                     # no W&B / TensorBoard account needed
     save_strategy="no",                   # we save explicitly below
-    **training.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
+    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
 )
 trainer = SFTTrainer(
     model=model,
     processing_class=tokenizer,
     train_dataset=train_dataset,
     args=config,
-    callbacks=[metrics.live_loss_callback()],  # redraws the loss curve while training
+    callbacks=[plots.live_loss_callback()],  # redraws the loss curve while training
 )
 
 # %% [markdown]
@@ -176,7 +176,7 @@ else:
 summary = training.train(trainer, recipe, technique="full")
 
 # %%
-metrics.plot_loss(trainer.state.log_history, "Full fine-tuning: training loss");
+plots.plot_loss(trainer.state.log_history, "Full fine-tuning: training loss");
 
 # %% [markdown]
 # ## Inference: before vs after
@@ -196,7 +196,7 @@ compare(list(SFT_PROMPTS), before, after)
 save_dir = "outputs/full/model"
 model.save_pretrained(save_dir, safe_serialization=True)
 tokenizer.save_pretrained(save_dir)
-print(f"saved {metrics.folder_size_mb(save_dir):.0f} MB to {save_dir}")
+print(f"saved {measurement.folder_size_mb(save_dir):.0f} MB to {save_dir}")
 
 reloaded, reloaded_tokenizer = FastLanguageModel.from_pretrained(
     model_name=save_dir, max_seq_length=recipe.max_seq_length, dtype=model.dtype, load_in_4bit=False,
@@ -268,8 +268,8 @@ print(f"{'measured peak (' + summary['memory_device'] + ')':28s} {summary['memor
 # 3. Turn `gradient_checkpointing` off and compare peak memory and tokens/s.
 
 # %%
-record = metrics.write_run_record("full", {**summary, "recipe": recipe.to_dict(),
-                                           "checkpoint_mb": metrics.folder_size_mb(save_dir),
+record = records.write_run_record("full", {**summary, "recipe": recipe.to_dict(),
+                                           "checkpoint_mb": measurement.folder_size_mb(save_dir),
                                            "answers": compare(list(SFT_PROMPTS), before, after).to_records()})
 print(f"run record written to {record}")
-print(metrics.format_summary(summary))
+print(measurement.format_summary(summary))

@@ -37,7 +37,7 @@ from unsloth_course import FastLanguageModel, backend_info, get_recipe  # first:
 
 from trl import SFTConfig, SFTTrainer
 
-from unsloth_course import data, evaluation, metrics, training
+from unsloth_course import data, evaluation, hardware, measurement, plots, records, training
 from unsloth_course.inference import chat, compare
 from unsloth_course.prompts import SFT_PROMPTS
 
@@ -57,7 +57,7 @@ model, tokenizer = FastLanguageModel.from_pretrained(
     dtype=None,                            # by hardware: bf16 / fp16 (T4) / fp32 (CPU)
     load_in_4bit=False,                    # QLoRA would set True: 4-bit frozen base, for 1B+ models
 )
-print(f"base model: {metrics.count_parameters(model)[1]:,} parameters")
+print(f"base model: {measurement.count_parameters(model)[1]:,} parameters")
 
 # %% [markdown]
 # ### How rank and target modules move the trainable share
@@ -67,11 +67,11 @@ print(f"base model: {metrics.count_parameters(model)[1]:,} parameters")
 # %%
 import pandas as pd  # noqa: E402
 
-_, total_params = metrics.count_parameters(model)
+_, total_params = measurement.count_parameters(model)
 attention = ("q_proj", "k_proj", "v_proj", "o_proj")
 target_sets = {"attention only (q,k,v,o)": attention, "all 7 projections": recipe.target_modules}
 table = {
-    label: {f"r={r}": f"{100 * metrics.lora_parameter_count(model, r, targets) / total_params:.2f}%"
+    label: {f"r={r}": f"{100 * measurement.lora_parameter_count(model, r, targets) / total_params:.2f}%"
             for r in (4, 8, 16, 64)}
     for label, targets in target_sets.items()
 }
@@ -93,7 +93,7 @@ model = FastLanguageModel.get_peft_model(
     random_state=recipe.seed,               # reproducible adapter initialization
     use_rslora=recipe.use_rslora,           # rank-stabilized LoRA scales by alpha/sqrt(r): helps at large r
 )
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # ## Data format
@@ -139,10 +139,10 @@ config = SFTConfig(
     seed=recipe.seed,
     report_to="none",                     # no experiment tracker needed
     save_strategy="no",                   # saved explicitly below
-    **training.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
+    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
 )
 trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=config,
-                     callbacks=[metrics.live_loss_callback()])
+                     callbacks=[plots.live_loss_callback()])
 
 # %% [markdown]
 # ## Training
@@ -151,7 +151,7 @@ trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=trai
 summary = training.train(trainer, recipe, technique="lora")
 
 # %%
-metrics.plot_loss(trainer.state.log_history, "LoRA: training loss");
+plots.plot_loss(trainer.state.log_history, "LoRA: training loss");
 
 # %% [markdown]
 # ## Inference: before vs after
@@ -173,7 +173,7 @@ adapter_dir, merged_dir = "outputs/lora/adapter", "outputs/lora/merged"
 model.save_pretrained(adapter_dir)   # adapter weights (safetensors) + adapter_config.json
 tokenizer.save_pretrained(adapter_dir)
 model.save_pretrained_merged(merged_dir, tokenizer, save_method="merged_16bit")
-sizes = {"adapter": metrics.folder_size_mb(adapter_dir), "merged 16-bit": metrics.folder_size_mb(merged_dir)}
+sizes = {"adapter": measurement.folder_size_mb(adapter_dir), "merged 16-bit": measurement.folder_size_mb(merged_dir)}
 pd.DataFrame({"size (MB)": sizes}).round(1)
 
 # %% [markdown]
@@ -266,10 +266,10 @@ print(gguf_files[1].modelfile.read_text())
 # column is shown.
 
 # %%
-metrics.write_run_record("lora", {**summary, "recipe": recipe.to_dict(),
+records.write_run_record("lora", {**summary, "recipe": recipe.to_dict(),
                                   "checkpoint_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
                                   "answers": compare(list(SFT_PROMPTS), before, after).to_records()})
-records = metrics.read_run_records()
+records = records.read_run_records()
 if "full" not in records:
     print("notebook 1 (full fine-tuning) has not run here: showing LoRA only")
 fields = {"trainable_params": "trainable parameters", "trainable_pct": "trainable %", "runtime_s": "time (s)",
@@ -309,4 +309,4 @@ pd.DataFrame({name: {label: records[name].get(key) for key, label in fields.item
 # 3. Set `use_rslora=True` with `r=64` and compare the loss curve with plain LoRA at the same rank.
 
 # %%
-print(metrics.format_summary(summary))
+print(measurement.format_summary(summary))

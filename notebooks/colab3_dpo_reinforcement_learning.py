@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from unsloth_course import data, metrics, training
+from unsloth_course import data, hardware, measurement, plots, records, training
 from unsloth_course.evaluation import preference_accuracy
 from unsloth_course.inference import chat, compare
 
@@ -104,7 +104,7 @@ def add_lora(base_model):
 
 
 model = add_lora(model)
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # ## Data format
@@ -271,7 +271,7 @@ dpo_args = dict(
     seed=recipe.seed,                     # same data order in the beta experiment
     report_to="none",                     # no experiment tracker needed
     save_strategy="no",                   # the adapter is saved explicitly below
-    **training.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
+    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
 )
 config = DPOConfig(**dpo_args)
 trainer = DPOTrainer(
@@ -280,7 +280,7 @@ trainer = DPOTrainer(
     args=config,
     train_dataset=train_set,
     processing_class=tokenizer,           # renders the conversational pairs with the chat template
-    callbacks=[metrics.live_loss_callback()],  # live loss curve
+    callbacks=[plots.live_loss_callback()],  # live loss curve
 )
 
 # %% [markdown]
@@ -295,7 +295,7 @@ ref_params = sum(p.numel() for name, p in model.named_parameters() if ".ref." in
 print(f"adapters on the model: {list(model.peft_config)}")
 print(f"frozen reference adapter: {ref_params:,} parameters, "
       f"{sum(p.requires_grad for name, p in model.named_parameters() if '.ref.' in name)} of them trainable")
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # ## Training
@@ -317,12 +317,12 @@ summary = training.train(trainer, recipe, technique="dpo")
 # %%
 history = trainer.state.log_history
 fig, axes = plt.subplots(2, 2, figsize=(12, 7))
-metrics.plot_metrics(history, ("loss",), "DPO loss", ax=axes[0, 0])
+plots.plot_metrics(history, ("loss",), "DPO loss", ax=axes[0, 0])
 axes[0, 0].axhline(math.log(2), color="gray", linestyle="--", label="ln 2")
 axes[0, 0].legend()
-metrics.plot_metrics(history, ("rewards/chosen", "rewards/rejected"), "implicit rewards", ax=axes[0, 1])
-metrics.plot_metrics(history, ("rewards/margins",), "reward margin (chosen - rejected)", ax=axes[1, 0])
-metrics.plot_metrics(history, ("rewards/accuracies",), "reward accuracy (training batches)", ax=axes[1, 1])
+plots.plot_metrics(history, ("rewards/chosen", "rewards/rejected"), "implicit rewards", ax=axes[0, 1])
+plots.plot_metrics(history, ("rewards/margins",), "reward margin (chosen - rejected)", ax=axes[1, 0])
+plots.plot_metrics(history, ("rewards/accuracies",), "reward accuracy (training batches)", ax=axes[1, 1])
 fig.tight_layout()
 
 # %%
@@ -372,7 +372,7 @@ compare(eval_prompts, before, after)
 adapter_dir = "outputs/dpo/adapter"
 model.save_pretrained(adapter_dir, selected_adapters=["default"])  # adapter weights + adapter_config.json
 tokenizer.save_pretrained(adapter_dir)
-adapter_mb = metrics.folder_size_mb(adapter_dir)
+adapter_mb = measurement.folder_size_mb(adapter_dir)
 
 probe = eval_prompts[0]
 trained_answer = chat(model, tokenizer, probe, max_new_tokens=32)
@@ -432,7 +432,7 @@ for beta in recipe.beta_sweep:
     sweep_logs[beta] = sweep_trainer.state.log_history
     held = preference_accuracy(sweep_model, tokenizer, held_out, recipe.max_seq_length, beta)
     sweep_rows.append({"beta": beta,
-                       "last train margin": metrics.losses(sweep_logs[beta], "rewards/margins")[-1][1],
+                       "last train margin": measurement.losses(sweep_logs[beta], "rewards/margins")[-1][1],
                        "held-out reward margin": held["mean_reward_margin"],
                        "held-out log-ratio margin (margin / beta)": held["mean_reward_margin"] / beta,
                        "held-out reward accuracy": held["reward_accuracy"]})
@@ -444,7 +444,7 @@ for beta in recipe.beta_sweep:
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for beta, log in sweep_logs.items():
-    steps, margins = zip(*metrics.losses(log, "rewards/margins"))
+    steps, margins = zip(*measurement.losses(log, "rewards/margins"))
     axes[0].plot(steps, margins, marker="o", label=f"beta={beta}")
     axes[1].plot(steps, [m / beta for m in margins], marker="o", label=f"beta={beta}")
 for ax, title in zip(axes, ("reward margin (training batches)", "log-ratio margin = margin / beta")):
@@ -499,9 +499,9 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 # 4. Swap `chosen` and `rejected` in the training data. What happens to the held-out accuracies?
 
 # %%
-metrics.write_run_record("dpo", {
+records.write_run_record("dpo", {
     **summary, "recipe": recipe.to_dict(), "preference_before": pref_before, "preference_after": pref_after,
     "adapter_mb": adapter_mb, "answers": compare(eval_prompts, before, after).to_records(),
     "beta_sweep": sweep_table.reset_index().to_dict("records"),
 })
-print(metrics.format_summary(summary))
+print(measurement.format_summary(summary))

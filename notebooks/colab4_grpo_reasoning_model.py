@@ -44,7 +44,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-from unsloth_course import data, metrics, rewards, training
+from unsloth_course import data, hardware, measurement, plots, records, rewards, training
 from unsloth_course.evaluation import math_accuracy
 from unsloth_course.inference import chat, compare
 
@@ -77,7 +77,7 @@ model = FastLanguageModel.get_peft_model(
     use_gradient_checkpointing="unsloth",  # saves activation memory for the long sampled completions
     random_state=recipe.seed,
 )
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # ## Data: generated math problems
@@ -160,7 +160,7 @@ warmup_config = SFTConfig(
     report_to="none",
     save_strategy="no",
     seed=recipe.seed,
-    **training.precision_args(),
+    **hardware.precision_args(),
 )
 warmup = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=warmup_set, args=warmup_config)
 warmup.train()
@@ -196,7 +196,7 @@ config = GRPOConfig(
     seed=recipe.seed,
     report_to="none",
     save_strategy="no",
-    **training.precision_args(),                  # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
+    **hardware.precision_args(),                  # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
 )
 trainer = GRPOTrainer(
     model=model,
@@ -204,7 +204,7 @@ trainer = GRPOTrainer(
     reward_funcs=rewards.DEFAULT_REWARDS,         # summed: correctness 2.0 + four format rewards 0.5 each
     args=config,
     train_dataset=train_set,
-    callbacks=[metrics.live_loss_callback(keys=("reward",))],  # live total reward
+    callbacks=[plots.live_loss_callback(keys=("reward",))],  # live total reward
 )
 
 # %% [markdown]
@@ -220,13 +220,13 @@ summary = training.train(trainer, recipe, technique="grpo")
 history = trainer.state.log_history
 reward_keys = [f"rewards/{f.__name__}/mean" for f in rewards.DEFAULT_REWARDS]
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-metrics.plot_metrics(history, reward_keys, "each reward (group mean)", ax=axes[0])
-metrics.plot_metrics(history, ("reward",), "total reward", ax=axes[1])
-metrics.plot_metrics(history, ("completions/mean_length",), "completion length (tokens)", ax=axes[2])
+plots.plot_metrics(history, reward_keys, "each reward (group mean)", ax=axes[0])
+plots.plot_metrics(history, ("reward",), "total reward", ax=axes[1])
+plots.plot_metrics(history, ("completions/mean_length",), "completion length (tokens)", ax=axes[2])
 fig.tight_layout()
 
 # %%
-k, reward_start, reward_end = metrics.reward_trend(history)  # means over the first and last quarter of the run
+k, reward_start, reward_end = measurement.reward_trend(history)  # means over the first and last quarter of the run
 print(f"mean total reward, first {k} steps: {reward_start:.3f}; last {k} steps: {reward_end:.3f}")
 
 # %% [markdown]
@@ -259,7 +259,7 @@ trained_answer = chat(model, tokenizer, probe, max_new_tokens=recipe.max_complet
 reloaded_answer = chat(reloaded, reloaded_tokenizer, probe, max_new_tokens=recipe.max_completion_length)
 print(trained_answer)
 assert trained_answer == reloaded_answer, "the reloaded adapter must answer like the trained model"
-print(f"\nreloaded adapter from {adapter_dir}: identical answer ({metrics.folder_size_mb(adapter_dir):.1f} MB)")
+print(f"\nreloaded adapter from {adapter_dir}: identical answer ({measurement.folder_size_mb(adapter_dir):.1f} MB)")
 del reloaded
 
 # %% [markdown]
@@ -304,9 +304,9 @@ group_scores.round(3)
 # 3. Add level 3 word problems (`levels=(1, 2, 3)`) and compare held-out accuracy per level.
 
 # %%
-metrics.write_run_record("grpo", {
+records.write_run_record("grpo", {
     **summary, "recipe": recipe.to_dict(), "reward_start": reward_start, "reward_end": reward_end,
     **{key: {k: v for k, v in result.items() if k != "completions"}
        for key, result in (("eval_before", eval_before), ("eval_warmup", eval_warm), ("eval_after", eval_after))},
 })
-print(metrics.format_summary(summary))
+print(measurement.format_summary(summary))

@@ -60,7 +60,7 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 from trl import pack_dataset
 
-from unsloth_course import data, metrics, training
+from unsloth_course import data, hardware, measurement, plots, records, training
 from unsloth_course.evaluation import perplexity
 from unsloth_course.inference import compare, generate
 from unsloth_course.prompts import CODE_HEADERS
@@ -83,7 +83,7 @@ model, tokenizer = FastLanguageModel.from_pretrained(
     dtype=None,                            # by hardware: bf16 / fp16 (T4) / fp32 (CPU)
     load_in_4bit=False,                    # 135M parameters need no quantization
 )
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # ### One matrix, two jobs: tied embeddings
@@ -95,7 +95,7 @@ print(metrics.parameter_line(model))
 
 # %%
 embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-_, total_params = metrics.count_parameters(model)
+_, total_params = measurement.count_parameters(model)
 print(f"tie_word_embeddings: {model.config.tie_word_embeddings}")
 print(f"embed_tokens {tuple(embed.weight.shape)}, lm_head {tuple(head.weight.shape)}, "
       f"same storage: {embed.weight.data_ptr() == head.weight.data_ptr()}")
@@ -126,7 +126,7 @@ model = FastLanguageModel.get_peft_model(
     random_state=recipe.seed,               # reproducible adapter initialization
     use_rslora=recipe.use_rslora,           # rank-stabilized scaling alpha/sqrt(r); helps at large r
 )
-print(metrics.parameter_line(model))
+print(measurement.parameter_line(model))
 
 # %% [markdown]
 # Which parameters train, and how: the LoRA matrices `A` and `B` on the projections, and the trainable
@@ -274,7 +274,7 @@ config = UnslothTrainingArguments(
     seed=recipe.seed,
     report_to="none",                     # no experiment tracker needed
     save_strategy="no",                   # saved explicitly below
-    **training.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
+    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
 )
 
 
@@ -290,7 +290,7 @@ class LearningRates(TrainerCallback):
 
 learning_rates = LearningRates()
 trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
-                         callbacks=[metrics.live_loss_callback(), learning_rates])
+                         callbacks=[plots.live_loss_callback(), learning_rates])
 print(f"the trainer packed {len(train_set)} functions into {len(trainer.train_dataset)} sequences")
 
 # %% [markdown]
@@ -327,7 +327,7 @@ pd.DataFrame(groups)
 summary = training.train(trainer, recipe, technique="cpt")
 
 # %%
-metrics.plot_loss(trainer.state.log_history, "continued pretraining: training loss");
+plots.plot_loss(trainer.state.log_history, "continued pretraining: training loss");
 
 # %% [markdown]
 # ### Did each group really train at its own rate?
@@ -388,7 +388,7 @@ adapter_dir, merged_dir = "outputs/cpt/adapter", "outputs/cpt/merged"
 model.save_pretrained(adapter_dir)   # LoRA matrices + trained embedding copy + adapter_config.json
 tokenizer.save_pretrained(adapter_dir)
 model.save_pretrained_merged(merged_dir, tokenizer, save_method="merged_16bit")
-sizes = {"adapter": metrics.folder_size_mb(adapter_dir), "merged 16-bit": metrics.folder_size_mb(merged_dir)}
+sizes = {"adapter": measurement.folder_size_mb(adapter_dir), "merged 16-bit": measurement.folder_size_mb(merged_dir)}
 pd.DataFrame({"size (MB)": sizes}).round(1)
 
 # %% [markdown]
@@ -634,11 +634,11 @@ print("-> in the packed batch the second function " + ("does not see the first o
 # 4. Set `packing_strategy="bfd_split"`: how many more tokens train?
 
 # %%
-metrics.write_run_record("cpt", {
+records.write_run_record("cpt", {
     **summary, "recipe": recipe.to_dict(),
     "adapter_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
     "perplexity_before": ppl_before, "perplexity_after": ppl_after,
     "perplexity_merged_reloaded": ppl_reloaded, "optimizer_groups": groups,
     "answers": compare(headers, before, after).to_records(),
 })
-print(metrics.format_summary(summary))
+print(measurement.format_summary(summary))

@@ -1,7 +1,6 @@
 """Shared test settings: offline, headless, a throwaway runs/ folder, and SmolLM2 loaded once per session.
 
-The environment is set at import time, before any test module imports unsloth_course (metrics.RUNS_DIR
-is read when unsloth_course.metrics is imported).
+The environment is set at import time, before any test module imports unsloth_course.
 """
 
 import copy
@@ -43,10 +42,12 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def lora_model(tiny_model):
     """A fresh (untrained, B = 0) LoRA r=16 model on all 7 projections, on a copy of tiny_model. Read only."""
-    from unsloth_course.backend import LORA_TARGET_MODULES, FastLanguageModel
+    from unsloth_course.backend import FastLanguageModel
+
+    from unsloth_course.recipes import LORA_TARGETS
 
     model, _ = tiny_model
-    return FastLanguageModel.get_peft_model(copy.deepcopy(model), r=16, target_modules=LORA_TARGET_MODULES)
+    return FastLanguageModel.get_peft_model(copy.deepcopy(model), r=16, target_modules=list(LORA_TARGETS))
 
 
 @pytest.fixture

@@ -3,18 +3,19 @@
 import copy
 import json
 
+from unsloth_course.backend import FastLanguageModel
+
 import pytest
 import torch
 from datasets import Dataset
 from safetensors import safe_open
 
-from unsloth_course import backend
-from unsloth_course.backend import LORA_TARGET_MODULES as LORA_TARGETS
-from unsloth_course.backend import FastLanguageModel
-from unsloth_course.cpt_trainer import UnslothTrainer, UnslothTrainingArguments, embedding_parameter_names
+from unsloth_course import backend, hardware, standin
+from unsloth_course.hardware import precision_args
 from unsloth_course.inference import chat
-from unsloth_course.metrics import count_parameters
-from unsloth_course.training import precision_args
+from unsloth_course.measurement import count_parameters
+from unsloth_course.recipes import LORA_TARGETS
+from unsloth_course.standin import UnslothTrainer, UnslothTrainingArguments, embedding_parameter_names
 
 EMBED_TARGETS = [*LORA_TARGETS, "embed_tokens", "lm_head"]
 
@@ -23,7 +24,7 @@ EMBED_TARGETS = [*LORA_TARGETS, "embed_tokens", "lm_head"]
 def reported(monkeypatch):
     """A fresh set of notices already printed (report_once prints each notice once per process)."""
     fresh: set[str] = set()
-    monkeypatch.setattr(backend, "_reported", fresh)
+    monkeypatch.setattr(hardware, "_reported", fresh)
     return fresh
 
 
@@ -55,14 +56,14 @@ def test_backend_info_on_cpu():
 
 def test_hardware_helpers_on_cpu():
     assert backend.BACKEND == "plain"
-    assert backend.FastLanguageModel is backend.PlainFastLanguageModel
-    assert backend.is_bfloat16_supported() is False
-    assert backend.default_dtype() == torch.float32
+    assert backend.FastLanguageModel is standin.PlainFastLanguageModel
+    assert hardware.is_bfloat16_supported() is False
+    assert hardware.default_dtype() == torch.float32
 
 
 def test_report_once(reported, capsys):
-    backend.report_once("k", "first")
-    backend.report_once("k", "second")
+    hardware.report_once("k", "first")
+    hardware.report_once("k", "second")
     assert capsys.readouterr().out == "first\n"
 
 
@@ -99,17 +100,27 @@ def test_full_finetuning_trains_everything_and_refuses_lora(capsys, reported):
         FastLanguageModel.get_peft_model(model, r=16)
 
 
-def test_4bit_on_cpu_is_reported_once(capsys, reported):
+def test_4bit_and_fp16_on_cpu_are_reported_once(capsys, reported):
     for _ in range(2):
-        model, _ = FastLanguageModel.from_pretrained(max_seq_length=256, load_in_4bit=True, dtype=torch.bfloat16)
+        model, _ = FastLanguageModel.from_pretrained(max_seq_length=256, load_in_4bit=True, dtype=torch.float16)
         assert model.dtype == torch.float32
     out = capsys.readouterr().out
-    assert out.count("load_in_4bit needs bitsandbytes") == 1
-    assert out.count("CPU trains in float32") == 1
+    assert out.count("load_in_4bit needs bitsandbytes on CUDA with Unsloth; the plain backend loads float32") == 1
+    assert out.count("a CPU has no fast fp16: using float32") == 1
+
+
+def test_bf16_is_honoured_on_cpu_and_full_finetuning_keeps_it_without_fp32_master_weights(capsys, reported):
+    """As Unsloth: bf16 full fine-tuning keeps bf16 weights unless float32_mixed_precision=True."""
+    lora_base, _ = FastLanguageModel.from_pretrained(max_seq_length=64, dtype=torch.bfloat16)
+    pure, _ = FastLanguageModel.from_pretrained(max_seq_length=64, dtype=torch.bfloat16, full_finetuning=True)
+    master, _ = FastLanguageModel.from_pretrained(max_seq_length=64, dtype=torch.bfloat16, full_finetuning=True,
+                                                  float32_mixed_precision=True)
+    assert (lora_base.dtype, pure.dtype, master.dtype) == (torch.bfloat16, torch.bfloat16, torch.float32)
+    assert "float32_mixed_precision=True keeps fp32 master weights" in capsys.readouterr().out
 
 
 def test_split_embedding_targets():
-    split = backend._split_embedding_targets
+    split = standin._split_embedding_targets
     assert split(["q_proj", "embed_tokens", "lm_head"], None) == (["q_proj"], ["embed_tokens", "lm_head"])
     assert split(("q_proj", "lm_head"), ["lm_head"]) == (["q_proj"], ["lm_head"])
     assert split(["q_proj"], None) == (["q_proj"], None)
@@ -166,7 +177,7 @@ def test_save_lora_and_merged_16bit(tiny_model, tmp_path):
 
 
 def test_merged_16bit_of_a_full_model_is_16_bit(tiny_model, tmp_path):
-    backend.save_pretrained_merged(tiny_model[0], str(tmp_path), save_method="merged_16bit")
+    standin.save_pretrained_merged(tiny_model[0], str(tmp_path), save_method="merged_16bit")
     assert saved_dtypes(tmp_path / "model.safetensors") == {torch.bfloat16}
 
 
@@ -250,11 +261,12 @@ def test_an_adapter_folder_reloads_with_its_trained_embeddings(tiny_model, tmp_p
 
     import torch
 
-    from unsloth_course.backend import LORA_TARGET_MODULES, PlainFastLanguageModel
+    from unsloth_course.recipes import LORA_TARGETS
+    from unsloth_course.standin import PlainFastLanguageModel
 
     base, tokenizer = tiny_model
     model = PlainFastLanguageModel.get_peft_model(copy.deepcopy(base), r=8,
-                                                  target_modules=LORA_TARGET_MODULES + ["embed_tokens", "lm_head"])
+                                                  target_modules=list(LORA_TARGETS) + ["embed_tokens", "lm_head"])
     with torch.no_grad():  # stand-in for training: move the trainable embedding copy and one LoRA B matrix
         model.get_input_embeddings().weight.add_(0.01)
         next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.02)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unsloth_course import bench
+from unsloth_course.cli import bench
 from unsloth_course.recipes import get_recipe
 
 

@@ -79,7 +79,7 @@ def test_train_only_runs_train_and_skip_evaluation_and_saving(technique, tmp_pat
 
 
 def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsys):
-    from unsloth_course import runner
+    from unsloth_course.cli import run as runner
 
     seen = {}
     monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
@@ -89,7 +89,7 @@ def test_throughput_profile_on_a_cpu_says_it_is_for_a_big_gpu(monkeypatch, capsy
 
 
 def test_load_in_4bit_reaches_the_recipe_and_full_fine_tuning_refuses_it(monkeypatch, capsys):
-    from unsloth_course import runner
+    from unsloth_course.cli import run as runner
 
     seen = {}
     monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
@@ -101,7 +101,7 @@ def test_load_in_4bit_reaches_the_recipe_and_full_fine_tuning_refuses_it(monkeyp
 
 
 def test_set_changes_recipe_fields_and_refuses_unknown_ones(monkeypatch, capsys):
-    from unsloth_course import runner
+    from unsloth_course.cli import run as runner
 
     seen = {}
     monkeypatch.setattr(runner, "run", lambda technique, recipe, *args, **kwargs: seen.update(recipe=recipe))
@@ -113,7 +113,7 @@ def test_set_changes_recipe_fields_and_refuses_unknown_ones(monkeypatch, capsys)
 
 
 def test_bench_checks_set_before_starting_any_child(monkeypatch, capsys):
-    from unsloth_course import bench
+    from unsloth_course.cli import bench
 
     monkeypatch.setattr(bench, "run_backend", lambda *args, **kwargs: pytest.fail("a child was started"))
     assert main(["bench", "lora", "--profile", "quick", "--set", "lora_dropout=2"]) == 2
@@ -123,7 +123,7 @@ def test_bench_checks_set_before_starting_any_child(monkeypatch, capsys):
 
 
 def test_bench_passes_set_to_every_backend(monkeypatch, capsys):
-    from unsloth_course import bench
+    from unsloth_course.cli import bench
 
     calls = []
 

@@ -11,8 +11,8 @@ import pytest
 from datasets import Dataset
 
 import unsloth_course.data.cpt as cpt_module
+import unsloth_course.data.generators as synthetic_module
 import unsloth_course.data.sft as sft_module
-import unsloth_course.data.synthetic as synthetic_module
 import unsloth_course.hub
 from unsloth_course.data import (
     ALPACA_DATASET,

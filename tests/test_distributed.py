@@ -1,4 +1,4 @@
-"""unsloth_course.distributed: ranks from the launcher's environment, rank-0-only output, the global batch,
+"""unsloth_course.cli.distributed: ranks from the launcher's environment, rank-0-only output, the global batch,
 and a real 2-process data-parallel LoRA run on CPU (torchrun, gloo)."""
 
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from unsloth_course import distributed
+from unsloth_course.cli import distributed
 from unsloth_course.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_main_process_only_and_print_main(launched, capsys):
 
 
 def test_global_batch_and_scaling_line(launched):
-    recipe = get_recipe("lora", "full")  # per-device 2 x accumulation 4
+    recipe = get_recipe("lora", "full", per_device_train_batch_size=2, gradient_accumulation_steps=4)
     launched()
     assert distributed.global_batch(recipe) == 8
     assert distributed.global_batch(recipe, world=4) == 32
@@ -106,11 +106,11 @@ def test_unsloth_multi_gpu_note_names_what_is_unsupported():
 WORKER = textwrap.dedent('''
     """One rank of a data-parallel LoRA run, as `unsloth-course run lora --quick` sets it up."""
     import json, os, sys
-    from unsloth_course import data, distributed
+    from unsloth_course import data
+    from unsloth_course.cli import distributed
     from unsloth_course.backend import FastLanguageModel
     from unsloth_course.recipes import get_recipe
-    from unsloth_course.training import common_args
-    from trl import SFTConfig, SFTTrainer
+    from unsloth_course import trainers
 
     out = sys.argv[1]
     print(f"rank {distributed.rank()} of {distributed.world_size()} starting", flush=True)
@@ -120,9 +120,8 @@ WORKER = textwrap.dedent('''
                                              target_modules=list(recipe.target_modules),
                                              random_state=recipe.seed)
     train_set = data.to_prompt_completion(data.load_alpaca(16))
-    config = SFTConfig(**common_args(recipe, out, max_steps=2, **distributed.trainer_ddp_args()),
-                       max_length=128, completion_only_loss=True, gradient_checkpointing=True)
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
+    trainer = trainers.sft_trainer(recipe.replace(max_steps=2, max_seq_length=128), model, tokenizer, train_set,
+                                   out, **distributed.trainer_ddp_args())
     trainer.train()
     import torch.distributed as dist
     record = {"world_size": distributed.world_size(), "global_batch": distributed.global_batch(recipe),

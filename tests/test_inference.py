@@ -2,11 +2,12 @@
 
 from types import SimpleNamespace
 
+from unsloth_course.backend import FastLanguageModel
+
 import pytest
 import torch
 
 from unsloth_course import inference
-from unsloth_course.backend import FastLanguageModel
 from unsloth_course.inference import chat, compare, generate
 from unsloth_course.prompts import CODE_HEADERS
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import unsloth_course.kernels as kernels
-from unsloth_course.kernels import install_varlen_gqa, varlen_gqa_status, with_enable_gqa
+import unsloth_course.cli.kernels as kernels
+from unsloth_course.cli.kernels import install_varlen_gqa, varlen_gqa_status, with_enable_gqa
 
 
 def torch_2_11_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from unsloth_course import models
+from unsloth_course import models, settings
 from unsloth_course.inference import chat
 
 
@@ -34,9 +34,9 @@ def test_find_gguf_from_the_environment(monkeypatch, tmp_path):
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("UNSLOTH_COURSE_CACHE", str(tmp_path))
-    assert models.cache_dir() == tmp_path
+    assert settings.cache_dir() == tmp_path
     monkeypatch.delenv("UNSLOTH_COURSE_CACHE")
-    assert models.cache_dir() == Path.home() / ".cache" / "unsloth_course"
+    assert settings.cache_dir() == Path.home() / ".cache" / "unsloth_course"
 
 
 def test_resolve_model_offline_is_a_converted_checkpoint(offline, capsys):

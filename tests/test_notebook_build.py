@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from unsloth_course import notebook_build as nbb
+from tools import build_notebooks as nbb
 
 SOURCE = """\
 # %% [markdown]
@@ -121,7 +121,8 @@ def test_package_zip_is_deterministic_and_complete(tmp_path):
     names = [i.filename for i in infos]
     expected = [f"unsloth_course/{p.relative_to(nbb.PACKAGE_DIR).as_posix()}" for p in nbb.package_files()]
     assert names == sorted(names) == expected
-    assert "unsloth_course/__init__.py" in names and "unsloth_course/notebook_build.py" in names
+    assert "unsloth_course/__init__.py" in names and "unsloth_course/recipes/lora.toml" in names
+    assert not [n for n in names if n.startswith("unsloth_course/cli/")]  # the notebooks embed the core only
     assert all(
         i.date_time == (1980, 1, 1, 0, 0, 0) and i.compress_type == zipfile.ZIP_DEFLATED for i in infos
     )
@@ -257,8 +258,8 @@ def test_setup_cell_installs_on_colab_and_imports_the_embedded_copy(tmp_path):
     ]
     extracted = {
         p.relative_to(target).as_posix(): p.read_bytes()
-        for p in target.rglob("*.py")
-        if "__pycache__" not in p.parts
+        for p in target.rglob("*")
+        if p.is_file() and p.suffix in (".py", ".toml") and "__pycache__" not in p.parts
     }
     assert extracted == embedded
 

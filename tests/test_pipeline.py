@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from unsloth_course import pipeline
-from unsloth_course.cli import main
-from unsloth_course.pipeline import PipelineError
+from unsloth_course.cli import main, pipeline
+from unsloth_course.cli.pipeline import PipelineError
 
 
 @pytest.mark.slow
 def test_pipeline_cpt_sft_dpo_quick(tmp_path, monkeypatch, capsys):
     runs_dir = tmp_path / "runs"  # a private runs/ folder: other tests write standalone records to the shared one
-    monkeypatch.setattr("unsloth_course.metrics.RUNS_DIR", runs_dir)
+    monkeypatch.setenv("UNSLOTH_COURSE_RUNS", str(runs_dir))
     out = tmp_path / "pipeline"
     # The quick profile's code path, shortened for CI: 2 steps per stage, 24-token answers, 6 held-out rows.
     pipeline.run_pipeline(["cpt", "sft", "dpo"], quick=True, output_root=out, max_steps=2, max_new_tokens=24,
@@ -48,7 +47,7 @@ def test_pipeline_cpt_sft_dpo_quick(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("stages", [["cpt", "sft", "rlhf"], ["SFT", "ppo"], []])
 def test_unknown_stages_fail_before_any_work(stages, tmp_path, monkeypatch):
-    from unsloth_course import runner
+    from unsloth_course.cli import run as runner
 
     def no_run(*args, **kwargs):
         raise AssertionError("a stage ran")

@@ -1,4 +1,4 @@
-"""unsloth_course.planner: parameter counts equal transformers' own, the memory model matches measured peaks
+"""unsloth_course.cli.planner: parameter counts equal transformers' own, the memory model matches measured peaks
 on CPU, verdicts and recommendations are consistent, and the GPU verification script runs (CPU smoke)."""
 
 import os
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unsloth_course import planner
-from unsloth_course.metrics import lora_parameter_count
-from unsloth_course.planner import KNOWN_CONFIGS, Arch, ConfigUnavailable, plan
+from unsloth_course.cli import planner
+from unsloth_course.cli.planner import KNOWN_CONFIGS, Arch, ConfigUnavailable, plan
+from unsloth_course.measurement import lora_parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
 # Published parameter counts (model cards / safetensors metadata), as a second check beside transformers.
@@ -36,7 +36,7 @@ def _meta_model(config_or_id):
 
 
 def _verify_module():
-    spec = importlib.util.spec_from_file_location("verify_planner", ROOT / "scripts" / "verify_planner.py")
+    spec = importlib.util.spec_from_file_location("verify_planner", ROOT / "tools" / "verify_planner.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("verify_planner", module)
     spec.loader.exec_module(module)
@@ -225,7 +225,7 @@ def test_plan_command_prints_table_and_verdict(capsys):
 
 @pytest.mark.slow
 def test_verify_script_cpu_smoke(tmp_path):
-    """scripts/verify_planner.py --cpu-smoke: SmolLM2-sized random model, LoRA, 1 CPU step, JSON written."""
+    """tools/verify_planner.py --cpu-smoke: SmolLM2-sized random model, LoRA, 1 CPU step, JSON written."""
     verify = _verify_module()
     status = verify.main(["--cpu-smoke", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "planner_verify.json").read_text())

@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from unsloth_course.profiling import (
+from unsloth_course.cli.profiling import (
     GenerationTimer,
     TorchProfileCallback,
     format_generation_split,
@@ -63,7 +63,7 @@ def test_profile_callback_from_env(monkeypatch):
 
 
 def test_step_clock_median_skips_the_first_steps():
-    from unsloth_course.profiling import StepClock
+    from unsloth_course.measurement import StepClock
 
     clock = StepClock(skip_steps=2)
     # step 1 is slow (compilation), then 0.5 s and 1,000 tokens per step, with one slow step (profiled)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unsloth_course import readme
+from tools import update_readme as readme
 from unsloth_course.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_every_notebook_in_the_table_exists():
                     reason="the CPT example row comes from this Python's standard library (README built on 3.11)")
 def test_readme_generated_blocks_are_current():
     current = (ROOT / "README.md").read_text()
-    assert readme.render(current) == current, "run `python -m unsloth_course.readme`"
+    assert readme.render(current) == current, "run `python -m tools.update_readme`"
 
 
 def test_render_rejects_a_readme_without_blocks():

@@ -2,7 +2,7 @@
 
 import json
 
-from unsloth_course import results
+from tools import update_results as results
 
 
 def _record(technique, **extra):
@@ -42,7 +42,7 @@ def test_render_without_records(tmp_path):
 
 def test_committed_results_are_current():
     current = results.RESULTS_MD.read_text() if results.RESULTS_MD.exists() else ""
-    assert results.render() == current, "run `python -m unsloth_course.results`"
+    assert results.render() == current, "run `python -m tools.update_results`"
 
 
 def test_extra_sections_pipeline_planner_and_bench(tmp_path):

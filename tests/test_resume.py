@@ -6,9 +6,10 @@ import json
 import pytest
 from transformers import TrainerCallback
 
-from unsloth_course import runner
+from unsloth_course import trainers
+from unsloth_course.cli import run as runner
+from unsloth_course.cli.run import NoCheckpointError, checkpoints, latest_checkpoint, run
 from unsloth_course.recipes import get_recipe
-from unsloth_course.runner import NoCheckpointError, checkpoints, latest_checkpoint, run
 
 
 class Interrupted(RuntimeError):
@@ -82,7 +83,7 @@ def test_resume_without_checkpoint_fails_before_loading_a_model(tmp_path, monkey
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(runner.FastLanguageModel, "from_pretrained", no_loading)
+    monkeypatch.setattr(trainers.FastLanguageModel, "from_pretrained", no_loading)
     out = tmp_path / "lora"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")

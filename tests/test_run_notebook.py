@@ -1,11 +1,11 @@
-"""scripts/run_notebook.py: executes cell by cell, prints each cell's time, keeps the executed notebook."""
+"""tools/run_notebook.py: executes cell by cell, prints each cell's time, keeps the executed notebook."""
 
 import importlib.util
 from pathlib import Path
 
 import nbformat
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_notebook.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "run_notebook.py"
 
 
 def _load():

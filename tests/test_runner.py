@@ -2,7 +2,8 @@
 
 import pytest
 
-from unsloth_course import runner
+from unsloth_course import hardware, standin, trainers
+from unsloth_course.cli import run as runner
 from unsloth_course.recipes import get_recipe
 
 
@@ -20,11 +21,10 @@ def _capture(store):
 
 @pytest.mark.parametrize("technique", ["lora", "cpt"])
 def test_packed_runs_pass_pad_to_multiple_of_to_the_trainer(technique, monkeypatch, tmp_path):
-    import trl
 
     store: dict = {}
-    monkeypatch.setattr(trl, "SFTTrainer", _capture(store))  # run_sft imports it from trl when it runs
-    monkeypatch.setattr(runner, "UnslothTrainer", _capture(store))
+    monkeypatch.setattr(trainers, "SFTTrainer", _capture(store))  # the builder run_sft calls
+    monkeypatch.setattr(trainers, "UnslothTrainer", _capture(store))
     recipe = get_recipe(technique, "quick", packing=True, pad_to_multiple_of=512, n_train_rows=8, n_eval_rows=2,
                         packing_strategy="wrapped")
     with pytest.raises(Captured):
@@ -34,10 +34,9 @@ def test_packed_runs_pass_pad_to_multiple_of_to_the_trainer(technique, monkeypat
 
 
 def test_dpo_passes_pad_to_multiple_of_to_the_trainer(monkeypatch, tmp_path):
-    import trl
 
     store: dict = {}
-    monkeypatch.setattr(trl, "DPOTrainer", _capture(store))
+    monkeypatch.setattr(trainers, "DPOTrainer", _capture(store))
     recipe = get_recipe("dpo", "quick", pad_to_multiple_of=64, n_train_rows=8, n_eval_rows=2)
     with pytest.raises(Captured):
         runner.run("dpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
@@ -45,16 +44,14 @@ def test_dpo_passes_pad_to_multiple_of_to_the_trainer(monkeypatch, tmp_path):
 
 
 def test_the_recipe_attention_kernel_reaches_the_plain_model(monkeypatch, tmp_path):
-    from unsloth_course import backend
-
     recipe = get_recipe("lora", "quick", attn_implementation="eager")
-    model, _ = runner._load(recipe)
+    model, _ = trainers.load_model(recipe)
     assert model.config._attn_implementation == "eager"
     # flex attention has no backward on a CPU: the plain backend says so and uses SDPA
     said = []
-    monkeypatch.setattr(backend, "report_once", lambda key, message: said.append(message))
-    assert backend._attention_kernel("flex_attention") == "sdpa" and "cannot train on a CPU" in said[0]
-    assert backend._attention_kernel(None) is None and backend._attention_kernel("sdpa") == "sdpa"
+    monkeypatch.setattr(standin, "report_once", lambda key, message: said.append(message))
+    assert standin._attention_kernel("flex_attention") == "sdpa" and "cannot train on a CPU" in said[0]
+    assert standin._attention_kernel(None) is None and standin._attention_kernel("sdpa") == "sdpa"
 
 
 def test_the_throughput_profiles_pack_rows_with_a_kernel_that_keeps_examples_apart():
@@ -72,10 +69,9 @@ def test_pad_to_multiple_of_must_be_positive():
 
 
 def test_grpo_passes_continuous_batching_to_the_trainer(monkeypatch, tmp_path):
-    import trl
 
     store: dict = {}
-    monkeypatch.setattr(trl, "GRPOTrainer", _capture(store))
+    monkeypatch.setattr(trainers, "GRPOTrainer", _capture(store))
     recipe = get_recipe("grpo", "quick", continuous_batching=True, n_train_rows=8, n_eval_rows=2)
     with pytest.raises(Captured):
         runner.run("grpo", recipe, tmp_path, runs_dir=tmp_path, train_only=True)
@@ -84,11 +80,8 @@ def test_grpo_passes_continuous_batching_to_the_trainer(monkeypatch, tmp_path):
 
 
 def test_grpo_throughput_profile_turns_unsloths_sequence_packing_off_only_on_unsloth(monkeypatch, tmp_path, capsys):
-    import trl
 
-    from unsloth_course import backend
-
-    monkeypatch.setattr(backend, "_reported", set())
+    monkeypatch.setattr(hardware, "_reported", set())
     assert get_recipe("grpo", "throughput").unsloth_sequence_packing is False
     assert get_recipe("grpo", "full").unsloth_sequence_packing is None  # Unsloth's default in the notebooks
     calls = []
@@ -101,7 +94,7 @@ def test_grpo_throughput_profile_turns_unsloths_sequence_packing_off_only_on_uns
         raise Captured
 
     monkeypatch.setattr(runner, "set_grpo_sequence_packing", switch)
-    monkeypatch.setattr(trl, "GRPOTrainer", lambda **kwargs: object())  # the switch runs on the built trainer
+    monkeypatch.setattr(trainers, "GRPOTrainer", lambda **kwargs: object())  # the switch runs on the built trainer
     monkeypatch.setattr(runner, "train", stop)
     recipe = get_recipe("grpo", "quick", unsloth_sequence_packing=False, n_train_rows=8, n_eval_rows=2)
     for name, expected in (("plain", []), ("unsloth", [False])):

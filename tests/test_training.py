@@ -4,19 +4,22 @@ import copy
 import math
 from types import SimpleNamespace
 
+from unsloth_course.backend import FastLanguageModel
+
 import pytest
 import torch
 
-from unsloth_course import backend, data
-from unsloth_course.backend import LORA_TARGET_MODULES, FastLanguageModel
-from unsloth_course.profiling import StepClock
-from unsloth_course.recipes import get_recipe
-from unsloth_course.training import common_args, is_oom, oom_advice, precision_args, resolve_optim, train
+from unsloth_course import data, hardware, settings
+from unsloth_course.hardware import precision_args
+from unsloth_course.measurement import StepClock
+from unsloth_course.recipes import LORA_TARGETS, get_recipe
+from unsloth_course.trainers import common_args
+from unsloth_course.training import is_oom, oom_advice, resolve_optim, train
 
 
 @pytest.fixture
 def reported(monkeypatch):
-    monkeypatch.setattr(backend, "_reported", set())
+    monkeypatch.setattr(hardware, "_reported", set())
 
 
 def test_resolve_optim_on_cpu_says_it_once(reported, capsys):
@@ -49,7 +52,7 @@ def test_common_args_from_the_recipe(reported):
 
 
 def test_oom_advice_halves_and_doubles():
-    advice = oom_advice(get_recipe("lora", "full"))  # batch 2 x accumulation 4, 512 tokens, 8-bit AdamW
+    advice = oom_advice(get_recipe("lora", "full", per_device_train_batch_size=2, gradient_accumulation_steps=4))
     assert advice.startswith("CUDA out of memory. Try, in this order:")
     assert "per_device_train_batch_size=1 with gradient_accumulation_steps=8 (same effective batch 8)" in advice
     assert "max_seq_length=256 (now 512)" in advice
@@ -107,10 +110,10 @@ def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
     base, tokenizer = tiny_model
     recipe = get_recipe("lora", "quick", max_steps=2)
     model = FastLanguageModel.get_peft_model(copy.deepcopy(base), r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
-                                             target_modules=list(LORA_TARGET_MODULES))
+                                             target_modules=list(LORA_TARGETS))
     train_set = data.to_prompt_completion(data.load_alpaca(8))
-    config = SFTConfig(**common_args(recipe, str(tmp_path)), max_length=recipe.max_seq_length,
-                       completion_only_loss=True, gradient_checkpointing=False)
+    config = SFTConfig(**common_args(recipe, str(tmp_path), gradient_checkpointing=False),
+                       max_length=recipe.max_seq_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)
     summary = train(trainer, recipe)
     assert not any(isinstance(c, StepClock) for c in trainer.callback_handler.callbacks)  # removed after training
@@ -140,10 +143,9 @@ def test_trainer_fake_summary_verbose_off(capsys):
 
 
 def test_t4_emulation_is_fp16_only(monkeypatch):
-    from unsloth_course import backend
 
     monkeypatch.setenv("UNSLOTH_COURSE_EMULATE_T4", "1")
-    assert backend.emulating_t4() and not backend.is_bfloat16_supported()
-    assert backend.apply_t4_emulation() is None  # no CUDA here: nothing to cap
+    assert settings.emulate_t4() and not hardware.is_bfloat16_supported()
+    assert hardware.apply_t4_emulation() is None  # no CUDA here: nothing to cap
     monkeypatch.setenv("UNSLOTH_COURSE_EMULATE_T4", "0")
-    assert not backend.emulating_t4()
+    assert not settings.emulate_t4()

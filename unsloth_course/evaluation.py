@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .inference import model_device
+from unsloth_course.inference import chat, inference_mode, model_device, padding_side
+from unsloth_course.rewards import correctness_reward, soft_format_reward, strict_format_reward
 
 
 @torch.no_grad()
@@ -15,8 +16,6 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     """exp(mean next-token loss) over all tokens of `texts` (padding excluded)."""
     if not texts:
         raise ValueError("perplexity needs at least one text")
-    from .inference import inference_mode, padding_side
-
     device = model_device(model)
     total_loss, total_tokens = 0.0, 0
     # positions count from the start of each row (a tokenizer saved after generating may say left)
@@ -70,8 +69,6 @@ def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: fl
     is higher for chosen; the reference is the same model with its adapters disabled, which equals TRL's
     frozen "ref" adapter copy when training started from a fresh (zero) adapter, as in notebook 3.
     """
-    from .inference import inference_mode
-
     items = []
     for row in pairs:
         prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
@@ -100,9 +97,6 @@ def preference_accuracy(model, tokenizer, pairs, max_length: int = 512, beta: fl
 
 def math_accuracy(model, tokenizer, rows, max_new_tokens: int = 128, batch_size: int = 16) -> dict:
     """Greedy answers to held-out math problems: accuracy, strict/soft format compliance, and the answers."""
-    from .inference import chat
-    from .rewards import correctness_reward, soft_format_reward, strict_format_reward
-
     prompts = [row["prompt"] for row in rows]
     answers_ref = [str(row["answer"]) for row in rows]
     completions = chat(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -126,8 +120,6 @@ def next_token_agreement(model_a, model_b, tokenizer, texts: Sequence[str], max_
     Greedy generation amplifies a single near-tie into a different continuation; comparing predictions
     position by position measures whether two checkpoints (e.g. LoRA vs its 16-bit merge) really agree.
     """
-    from .inference import inference_mode
-
     same = total = 0
     with inference_mode(model_a), inference_mode(model_b):
         for text in texts:

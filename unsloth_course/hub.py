@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from functools import lru_cache
 
+from unsloth_course import settings
+
 HUB_HOST = "huggingface.co"
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 def _env_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in _TRUTHY for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return settings.hub_offline()
 
 
 def _can_connect(host: str, port: int, timeout: float) -> bool:
@@ -48,7 +48,7 @@ def hub_status_line() -> str:
 
 def hf_token() -> str | None:
     """HF_TOKEN from the environment or Colab secrets; never printed."""
-    token = os.environ.get("HF_TOKEN")
+    token = settings.hf_token_from_env()
     if token:
         return token
     try:  # Colab only

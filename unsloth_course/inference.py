@@ -7,7 +7,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from unsloth_course.backend import FastLanguageModel  # Unsloth before transformers: see backend
+
 import torch
+from transformers import TextStreamer
 
 Message = dict
 Prompt = str | Sequence[Message]
@@ -51,8 +54,6 @@ def _clear_backend_padding(tokenizer) -> None:
 @contextmanager
 def inference_mode(model) -> Iterator[None]:
     """Switch the model to inference (Unsloth's fast path on GPU) and back to training afterwards."""
-    from .backend import FastLanguageModel
-
     was_training = model.training
     FastLanguageModel.for_inference(model)
     try:
@@ -118,8 +119,6 @@ def generate(
     batch_size: int = 8,
 ) -> list[str]:
     """Continue raw texts (already templated, or plain text for a base/CPT model); returns new text only."""
-    from transformers import TextStreamer
-
     answers: list[str] = []
     # decoder-only models generate after the last real token: pad on the left
     with padding_side(tokenizer, "left"), inference_mode(model), torch.no_grad():

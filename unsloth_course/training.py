@@ -1,5 +1,5 @@
-"""Trainer settings shared by the notebooks and the CLI: optimizer and precision by hardware,
-common TRL arguments from a recipe, and training with memory measurement and OOM advice."""
+"""Training: `train()` runs a trainer with time, tokens and memory measured around it, and turns a CUDA
+out-of-memory error into remedies with values; `resolve_optim` picks an optimizer this machine has."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from typing import Any
 
 import torch
 
-from .backend import is_bfloat16_supported, report_once
-from .distributed import is_main_process
-from .metrics import format_summary, memory_snapshot, reset_peak_memory, training_summary
-from .profiling import StepClock
-from .recipes import Recipe
+from unsloth_course.hardware import report_once
+from unsloth_course.measurement import (
+    StepClock,
+    format_summary,
+    memory_snapshot,
+    reset_peak_memory,
+    training_summary,
+)
+from unsloth_course.recipes import Recipe
+from unsloth_course.settings import is_main_process
 
 
 def resolve_optim(name: str) -> str:
@@ -21,41 +26,6 @@ def resolve_optim(name: str) -> str:
         report_once("optim", f"optim={name!r} needs bitsandbytes on a CUDA GPU: using 'adamw_torch' here")
         return "adamw_torch"
     return name
-
-
-def precision_args() -> dict[str, bool]:
-    """Mixed precision by hardware: bf16 on Ampere+, fp16 on a T4, neither (fp32) on CPU."""
-    if not torch.cuda.is_available():
-        return {"bf16": False, "fp16": False}
-    bf16 = is_bfloat16_supported()
-    return {"bf16": bf16, "fp16": not bf16}
-
-
-def common_args(recipe: Recipe, output_dir: str, **overrides: Any) -> dict[str, Any]:
-    """The TrainingArguments every technique shares, from one recipe (see the notebooks for why each)."""
-    args = dict(
-        output_dir=output_dir,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        learning_rate=recipe.learning_rate,
-        warmup_steps=recipe.warmup_steps,
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        weight_decay=recipe.weight_decay,
-        optim=resolve_optim(recipe.optim),
-        logging_steps=recipe.logging_steps,
-        seed=recipe.seed,
-        report_to="none",
-        save_strategy="no",
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        **precision_args(),
-    )
-    from .distributed import trainer_ddp_args
-
-    args.update(trainer_ddp_args(lora=recipe.technique != "full"))  # CPU data parallel needs use_cpu (gloo)
-    args.update(overrides)
-    return args
 
 
 def oom_advice(recipe: Recipe) -> str:

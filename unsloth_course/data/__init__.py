@@ -10,6 +10,7 @@ from unsloth_course.data.cpt import (
     token_lengths,
 )
 from unsloth_course.data.dpo import ORCA_DPO_DATASET, load_orca_dpo, to_dpo_conversations
+from unsloth_course.data.generators import COUNTRY_CAPITALS, generate_dpo_rows, generate_sft_rows
 from unsloth_course.data.grpo import (
     SYSTEM_PROMPT,
     format_reasoning_answer,
@@ -33,7 +34,6 @@ from unsloth_course.data.sft import (
     to_chat_messages,
 )
 from unsloth_course.data.split import split_train_eval
-from unsloth_course.data.synthetic import COUNTRY_CAPITALS, generate_dpo_rows, generate_sft_rows
 from unsloth_course.data.validation import drop_blank_rows, validate_rows
 
 __all__ = [

@@ -12,8 +12,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from unsloth_course.data.generators import try_hub
 from unsloth_course.data.split import split_train_eval
-from unsloth_course.data.synthetic import try_hub
 from unsloth_course.data.validation import validate_rows
 
 # A parquet copy of CodeSearchNet: the original "code-search-net/code_search_net" needs a loading script,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datasets import Dataset, load_dataset
 
-from unsloth_course.data.synthetic import generate_dpo_rows, try_hub
+from unsloth_course.data.generators import generate_dpo_rows, try_hub
 from unsloth_course.data.validation import drop_blank_rows, validate_rows
 
 ORCA_DPO_DATASET = "Intel/orca_dpo_pairs"

@@ -6,8 +6,8 @@ from typing import Any
 
 from datasets import Dataset
 
-from .sft import load_alpaca, row_to_messages
-from .validation import validate_rows
+from unsloth_course.data.sft import load_alpaca, row_to_messages
+from unsloth_course.data.validation import validate_rows
 
 MESSAGES_SCHEMA = {"messages": list}
 

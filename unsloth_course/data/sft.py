@@ -7,7 +7,7 @@ from typing import Any
 from datasets import Dataset, load_dataset
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from unsloth_course.data.synthetic import generate_sft_rows, try_hub
+from unsloth_course.data.generators import generate_sft_rows, try_hub
 from unsloth_course.data.validation import drop_blank_rows, validate_rows
 
 ALPACA_DATASET = "yahma/alpaca-cleaned"

@@ -1,0 +1,1 @@
+"""Repository tools: notebook build, README and RESULTS generators, GPU runners (not part of the package)."""

@@ -1,0 +1,283 @@
+"""Run one technique end to end, headless: load, data, answers before, train, answers after, save, record.
+
+The notebooks walk through the same steps one cell at a time; this is the CLI's version of them.
+Runs can save checkpoints every N steps (`save_steps`) and continue from the latest one (`resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unsloth_course.backend import BACKEND, backend_info
+
+from unsloth_course import data, rewards, trainers
+from unsloth_course.cli import distributed
+from unsloth_course.cli.distributed import print_main
+from unsloth_course.cli.kernels import set_grpo_sequence_packing
+from unsloth_course.cli.profiling import GenerationTimer, format_generation_split, profile_callback_from_env
+from unsloth_course.evaluation import math_accuracy, perplexity, preference_accuracy
+from unsloth_course.export import save_adapter, save_merged
+from unsloth_course.hardware import report_once
+from unsloth_course.inference import chat, compare, generate, padding_side
+from unsloth_course.measurement import folder_size_mb, reward_trend
+from unsloth_course.plots import live_loss_callback
+from unsloth_course.prompts import CODE_HEADERS, SFT_PROMPTS
+from unsloth_course.recipes import TECHNIQUES, Recipe
+from unsloth_course.records import write_run_record
+from unsloth_course.training import train
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class NoCheckpointError(FileNotFoundError):
+    """--resume was asked for, but the output folder holds no complete checkpoint."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Checkpointing and extra callbacks for a run.
+
+    save_steps: save a checkpoint (safetensors weights + optimizer, scheduler and RNG state) every N steps
+    into output_dir/checkpoint-N; save_total_limit keeps the newest ones. resume_from: a checkpoint folder
+    to continue from (run() finds the latest one when resume=True). train_only: load, data and training only
+    (no answers before/after, no evaluation, no GRPO format warm-up, nothing saved): what a benchmark times.
+    """
+
+    save_steps: int | None = None
+    save_total_limit: int | None = 2
+    resume_from: str | None = None
+    callbacks: tuple = ()
+    train_only: bool = False
+
+    def evaluating(self, measure, *args, **kwargs):
+        """measure(*args, **kwargs), or None in a train-only run."""
+        return None if self.train_only else measure(*args, **kwargs)
+
+    def trainer_args(self, lora: bool = True) -> dict[str, Any]:
+        """Checkpointing and data-parallel arguments on top of the recipe's (the builders take them as overrides)."""
+        args = distributed.trainer_ddp_args(lora=lora)
+        if self.save_steps:  # optimizer/scheduler/RNG state too: an exact continuation
+            args.update(save_strategy="steps", save_steps=self.save_steps, save_total_limit=self.save_total_limit,
+                        save_only_model=False)
+        return args
+
+    def callback_list(self) -> list:
+        profile = profile_callback_from_env()  # UNSLOTH_COURSE_TORCH_PROFILE=N: where the step time goes
+        return [live_loss_callback(), *self.callbacks, *([profile] if profile else [])]
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoint-N folders (with trainer_state.json, written last) in output_dir, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)]
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    return sorted(complete, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The newest complete checkpoint in output_dir; NoCheckpointError (saying what to do) if there is none."""
+    found = checkpoints(output_dir)
+    if not found:
+        where = Path(output_dir)
+        state = "does not exist" if not where.exists() else "has no checkpoint-N folder with trainer_state.json"
+        raise NoCheckpointError(f"cannot resume: {where} {state}. Checkpoints are written by a run started with "
+                                "--save-steps N (runner.run(..., save_steps=N)) into the same --output-dir; "
+                                "start without --resume to train from the beginning")
+    return found[-1]
+
+
+def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
+    """Adapter (LoRA) or full model, plus a merged 16-bit copy for LoRA; returns sizes in MB (rank 0 only)."""
+    if not distributed.is_main_process():
+        return {}
+    if not merged:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        with padding_side(tokenizer, "right"):  # saved as the base model pads, whatever generation last set
+            tokenizer.save_pretrained(out / "model")
+        return {"model_mb": folder_size_mb(out / "model")}
+    save_adapter(model, tokenizer, out / "adapter", overwrite=True)
+    save_merged(model, tokenizer, out / "merged", overwrite=True)
+    return {"adapter_mb": folder_size_mb(out / "adapter"), "merged_mb": folder_size_mb(out / "merged")}
+
+
+def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
+    full = recipe.technique == "full"
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    if not full:
+        model = trainers.add_lora(model, recipe)
+    train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
+    prompts = list(SFT_PROMPTS)
+    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    trainer = trainers.sft_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
+                                   **options.trainer_args(lora=not full))
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    if options.train_only:
+        return summary
+    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    sizes = _save(model, tokenizer, out, merged=not full)
+    return {**summary, **sizes, "answers": compare(prompts, before, after).to_records()}
+
+
+def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    model = trainers.add_lora(model, recipe)
+    pairs = data.to_dpo_conversations(data.load_orca_dpo(recipe.n_train_rows + recipe.n_eval_rows, recipe.seed))
+    pairs = data.filter_long_prompts(pairs, tokenizer, recipe.max_prompt_length)
+    split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
+    held_out = split["test"]
+    prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
+    acc_before = options.evaluating(preference_accuracy, model, tokenizer, held_out, recipe.max_seq_length,
+                                    recipe.beta)
+    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    trainer = trainers.dpo_trainer(recipe, model, tokenizer, split["train"], str(out), options.callback_list(),
+                                   **options.trainer_args())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    if options.train_only:
+        return summary
+    acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
+    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    sizes = _save(model, tokenizer, out, merged=True)
+    print(f"held-out preference accuracy (log p chosen > log p rejected): "
+          f"{acc_before['logp_accuracy']:.1%} -> {acc_after['logp_accuracy']:.1%}")
+    return {**summary, **sizes, "preference_before": acc_before, "preference_after": acc_after,
+            "answers": compare(prompts, before, after).to_records()}
+
+
+def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
+             options: RunOptions = RunOptions()) -> dict[str, Any]:
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    model = trainers.add_lora(model, recipe)
+    problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed)
+    held_out = problems["test"]
+    eval_before = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
+    if recipe.warmup_sft_steps and not options.train_only:
+        warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
+        trainers.format_warmup_trainer(recipe, model, tokenizer, warm_set, str(out / "warmup"),
+                                       **distributed.trainer_ddp_args()).train()
+    eval_warm = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
+    trainer = trainers.grpo_trainer(recipe, model, tokenizer, problems["train"], rewards.DEFAULT_REWARDS, str(out),
+                                    options.callback_list(), **options.trainer_args())
+    if recipe.unsloth_sequence_packing is not None:
+        if BACKEND == "unsloth":
+            where = set_grpo_sequence_packing(recipe.unsloth_sequence_packing, trainer)
+            print_main(f"Unsloth GRPO sequence packing: {'on' if recipe.unsloth_sequence_packing else 'off'} "
+                       f"(recipe; set in {', '.join(where) or 'the environment only'})")
+        else:
+            report_once("grpo-packing", "unsloth_sequence_packing is an Unsloth setting: the plain backend pads")
+    timer = GenerationTimer()
+    timer.attach(trainer)
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    summary.update(timer.summary(summary.get("runtime_s")))
+    print(format_generation_split(summary))
+    if options.train_only:
+        return summary
+    eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
+    sizes = _save(model, tokenizer, out, merged=True)
+    trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
+    for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
+        print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
+              f"{result['strict_format']:.1%}, soft format {result['soft_format']:.1%}")
+    strip = ("completions",)
+    return {**summary, **sizes, "reward_start": trend[1] if trend else None, "reward_end": trend[2] if trend else None,
+            **{f"eval_{k}": {x: v for x, v in r.items() if x not in strip}
+               for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
+
+
+def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
+            options: RunOptions = RunOptions()) -> dict[str, Any]:
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    model = trainers.add_lora(model, recipe)
+    code = data.load_python_code(recipe.n_train_rows, recipe.n_eval_rows, recipe.seed)
+    train_set = data.add_eos(code["train"], tokenizer.eos_token)
+    general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
+    headers = list(CODE_HEADERS)
+
+    def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check
+        return {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
+                "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+
+    ppl_before = options.evaluating(perplexities)
+    before = options.evaluating(generate, model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+    trainer = trainers.cpt_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
+                                   **options.trainer_args())
+    summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
+    if options.train_only:
+        return summary
+    ppl_after = perplexities()
+    after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+    sizes = _save(model, tokenizer, out, merged=True)
+    print(f"code perplexity {ppl_before['code']:.2f} -> {ppl_after['code']:.2f}; "
+          f"general text perplexity {ppl_before['general']:.2f} -> {ppl_after['general']:.2f}")
+    return {**summary, **sizes, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+            "answers": compare(headers, before, after).to_records()}
+
+
+RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "cpt": run_cpt}
+
+
+def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str | None = None, *,
+        save_steps: int | None = None, save_total_limit: int | None = 2, resume: bool = False,
+        callbacks: Sequence = (), runs_dir: str | Path | None = None, record_name: str | None = None,
+        train_only: bool = False) -> dict:
+    """Run `technique` with `recipe`, print before/after answers and the summary, write runs/<technique>.json.
+
+    save_steps: write output_dir/checkpoint-N every N steps (safetensors weights plus the optimizer, scheduler
+    and RNG state; the newest `save_total_limit` are kept). resume: continue from the latest checkpoint in
+    output_dir (NoCheckpointError, before any model is loaded, if there is none); without save_steps the
+    resumed run keeps the checkpoint's own interval. callbacks: extra TrainerCallbacks. runs_dir/record_name:
+    where the run record goes (default runs/<technique>.json). train_only: time the training alone (no answers,
+    no evaluation, no GRPO warm-up, nothing saved), as `unsloth-course bench` does.
+    """
+    if technique not in RUNNERS:
+        raise ValueError(f"unknown technique {technique!r}; allowed: {', '.join(TECHNIQUES)}")
+    if save_steps is not None and (isinstance(save_steps, bool) or not isinstance(save_steps, int)
+                                   or save_steps <= 0):
+        raise ValueError(f"save_steps={save_steps!r} must be a positive integer (or None: no checkpoints)")
+    out = Path(output_dir)
+    resume_from = None
+    if resume:
+        checkpoint = latest_checkpoint(out)  # fails here, before any model is loaded
+        resume_from = str(checkpoint)
+        if save_steps is None:
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+            save_steps = state.get("save_steps") or None
+    options = RunOptions(save_steps=save_steps, save_total_limit=save_total_limit, resume_from=resume_from,
+                         callbacks=tuple(callbacks), train_only=train_only)
+    print_main(backend_info())
+    if distributed.is_distributed():
+        print_main(distributed.describe_scaling(recipe))
+    print_main(f"technique {technique}, profile {recipe.profile}, output {out}"
+          + (f", checkpoints every {save_steps} steps" if save_steps else "")
+          + (f", resuming from {resume_from}" if resume_from else "")
+          + (", train only (no answers, evaluation or saving)" if train_only else ""))
+    started = time.time()
+    result = RUNNERS[technique](recipe, out, model_name=model_name, options=options)
+    result["wall_s"] = round(time.time() - started, 1)
+    if resume_from:
+        result["resumed_from"] = resume_from
+    result.update(distributed.scaling_record(recipe))
+    if not distributed.is_main_process():  # only rank 0 prints, saves and writes the run record
+        distributed.barrier()
+        return result
+    for row in result.get("answers", []):
+        print(f"\n=== {row['prompt'][:100]}")
+        print(f"--- before training:\n{row['before training']}")
+        print(f"--- after training:\n{row['after training']}")
+    record = {**result, "train_only": train_only, "recipe": recipe.to_dict(), "output_dir": str(out),
+              "model_name": model_name}
+    path = write_run_record(technique, record, runs_dir)
+    if record_name:
+        path = path.replace(path.with_name(f"{record_name}.json"))
+    print(f"\nrun record: {path}")
+    distributed.barrier()
+    return result

@@ -1,0 +1,211 @@
+"""What a run measured: memory, parameter counts, step times, and the training summary."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import unsloth_course.backend  # noqa: F401  (Unsloth before transformers: see backend)
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+
+# ---------------------------------------------------------------- memory
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """GPU memory (reserved by PyTorch) on CUDA, process resident memory on CPU; in GB."""
+
+    device: str
+    current_gb: float
+    peak_gb: float
+    total_gb: float | None
+
+
+def _process_peak_rss_gb() -> float:
+    try:
+        import resource  # POSIX only: imported here so that Windows can use psutil instead
+    except ImportError:
+        return getattr(psutil.Process().memory_info(), "peak_wset", 0) / 1e9
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9  # macOS: bytes, Linux: KiB
+
+
+def reset_peak_memory() -> None:
+    """Start a fresh peak measurement (GPU only: a process's peak RSS cannot be reset)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def memory_snapshot() -> MemorySnapshot:
+    if torch.cuda.is_available():
+        return MemorySnapshot("cuda", torch.cuda.memory_reserved() / 1e9,
+                              torch.cuda.max_memory_reserved() / 1e9,
+                              torch.cuda.get_device_properties(0).total_memory / 1e9)
+    return MemorySnapshot("cpu", psutil.Process().memory_info().rss / 1e9, _process_peak_rss_gb(),
+                          psutil.virtual_memory().total / 1e9)
+
+
+def memory_report(start: MemorySnapshot, end: MemorySnapshot) -> str:
+    """Start, peak and the delta training added, in one line."""
+    kind = "GPU memory reserved" if end.device == "cuda" else "process memory (RSS)"
+    total = f" of {end.total_gb:.1f} GB" if end.total_gb else ""
+    return (f"{kind}: start {start.current_gb:.2f} GB, peak {end.peak_gb:.2f} GB{total}, "
+            f"training added {end.peak_gb - start.current_gb:+.2f} GB")
+
+
+
+# ---------------------------------------------------------------- parameters
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; tied weights counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+    return trainable, total
+
+
+def parameter_line(model) -> str:
+    trainable, total = count_parameters(model)
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+
+
+def folder_size_mb(path: Path | str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def lora_parameter_count(model, r: int, target_modules) -> int:
+    """Parameters LoRA adds for rank r on the named Linear modules: r x (in + out) each (before wrapping)."""
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
+            total += r * (module.in_features + module.out_features)
+    return total
+
+
+# ---------------------------------------------------------------- step times
+class StepClock(TrainerCallback):
+    """Time and tokens at every optimizer step, for steady-state speed.
+
+    A run's average (tokens / train_runtime) includes the first steps' one-off costs (compilation, autotuning,
+    allocator warm-up), which dominate short runs on a fast GPU. The median over the later steps does not.
+    """
+
+    def __init__(self, skip_steps: int = 2) -> None:
+        self.skip_steps = skip_steps
+        self.marks: list[tuple[int, float, int]] = []  # (step, seconds, tokens seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+    def summary(self) -> dict[str, Any]:
+        """step_time_median_s and steady_tokens_per_s over the steps after the first `skip_steps`."""
+        marks = self.marks[self.skip_steps:] if len(self.marks) > self.skip_steps + 1 else self.marks
+        if len(marks) < 2:
+            return {}
+        times = sorted(b[1] - a[1] for a, b in zip(marks, marks[1:]))
+        rates = sorted((b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(marks, marks[1:]) if b[1] > a[1])
+        result = {"step_time_median_s": round(times[len(times) // 2], 4), "steady_steps": len(times)}
+        if rates and rates[len(rates) // 2] > 0:
+            result["steady_tokens_per_s"] = round(rates[len(rates) // 2], 1)
+        return result
+
+
+# ---------------------------------------------------------------- training summary
+def losses(log_history: Sequence[dict], key: str = "loss") -> list[tuple[int, float]]:
+    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
+
+
+def loss_trend_check(values: Sequence[float]) -> str | None:
+    """A warning when the loss did not fall: flat or rising, with the likely causes; None when it fell."""
+    if len(values) < 4:
+        return None
+    k = max(1, len(values) // 4)
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    if not math.isfinite(last):
+        return "loss is NaN/inf: lower the learning rate, or use fp32/bf16 instead of fp16 for this model"
+    if last > first * 1.02:
+        return (f"loss rose ({first:.3f} -> {last:.3f}): the learning rate is likely too high, or the labels/"
+                "chat template do not match the data; try a 2-10x lower learning_rate")
+    if last > first * 0.98:
+        return (f"loss is flat ({first:.3f} -> {last:.3f}): check that parameters are trainable, that the "
+                "learning rate is not too low, and that the data is not already predicted perfectly")
+    return None
+
+
+def reward_trend(log_history: Sequence[dict], key: str = "reward") -> tuple[int, float, float] | None:
+    """(k, mean of the first k logged values, mean of the last k), k = a quarter of the run (at least 1): one
+    step's group reward is noisy, so GRPO's start and end are judged on these windows. None if nothing logged."""
+    curve = [float(e[key]) for e in log_history if key in e]
+    if not curve:
+        return None
+    k = max(1, len(curve) // 4)
+    return k, sum(curve[:k]) / k, sum(curve[-k:]) / k
+
+
+def _num_tokens(trainer) -> int | None:
+    seen = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
+    if seen:
+        return int(seen)
+    logged = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    return int(logged[-1]) if logged else None
+
+
+def training_summary(trainer, train_output, start: MemorySnapshot, end: MemorySnapshot,
+                     technique: str, **extra: Any) -> dict:
+    """Runtime, steps, samples/s, tokens/s, first/last loss, trainable parameters and memory."""
+    metrics = dict(train_output.metrics)
+    runtime = float(metrics.get("train_runtime", 0.0))
+    curve = [v for _, v in losses(trainer.state.log_history)]
+    trainable, total = count_parameters(trainer.model)
+    tokens = _num_tokens(trainer)
+    summary = {
+        "technique": technique,
+        "runtime_s": round(runtime, 2),
+        "steps": int(trainer.state.global_step),
+        "samples_per_s": round(float(metrics.get("train_samples_per_second", 0.0)), 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime else None,
+        "first_loss": round(curve[0], 4) if curve else None,
+        "last_loss": round(curve[-1], 4) if curve else None,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": round(100 * trainable / total, 3),
+        "memory_device": end.device,
+        "memory_start_gb": round(start.current_gb, 3),
+        "memory_peak_gb": round(end.peak_gb, 3),
+        # GRPO's loss is not a progress measure (it hovers near zero and may rise as the KL term grows while the
+        # reward improves): the notebook and the run record judge GRPO by its reward instead
+        "loss_check": None if technique == "grpo" else loss_trend_check(curve),
+        "loss_curve": [[step, round(value, 5)] for step, value in losses(trainer.state.log_history)],
+    }
+    summary.update(extra)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"time        : {summary['runtime_s']:.1f} s for {summary['steps']} steps",
+        f"throughput  : {summary['samples_per_s']} samples/s"
+        + (f", {summary['tokens_per_s']:,.0f} tokens/s (non-padding)" if summary.get("tokens_per_s") else "")
+        + (f"; steady state {summary['steady_tokens_per_s']:,.0f} tokens/s, median step "
+           f"{summary['step_time_median_s']:.3f} s" if summary.get("steady_tokens_per_s") else ""),
+        f"loss        : {summary['first_loss']} -> {summary['last_loss']}",
+        f"parameters  : {summary['trainable_params']:,} trainable of {summary['total_params']:,} "
+        f"({summary['trainable_pct']}%)",
+        f"memory      : {summary['memory_device']} start {summary['memory_start_gb']:.2f} GB, "
+        f"peak {summary['memory_peak_gb']:.2f} GB",
+    ]
+    if summary.get("loss_check"):
+        lines.append(f"CHECK       : {summary['loss_check']}")
+    return "\n".join(lines)

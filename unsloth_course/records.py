@@ -1,0 +1,33 @@
+"""Run records: what a notebook or `unsloth-course run` measured, saved as runs/<technique>.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from unsloth_course.backend import backend_info
+
+from unsloth_course import settings
+
+
+def write_run_record(technique: str, record: dict, runs_dir: Path | str | None = None) -> Path:
+    """Save runs/<technique>.json so later notebooks and the README compare measured numbers."""
+    folder = Path(runs_dir or settings.runs_dir())
+    if not settings.is_main_process():  # under torchrun/accelerate only rank 0 writes
+        return folder / f"{technique}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    info = backend_info()
+    payload = {"technique": technique, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "backend": asdict(info), **record}
+    path = folder / f"{technique}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def read_run_records(runs_dir: Path | str | None = None) -> dict[str, dict]:
+    folder = Path(runs_dir or settings.runs_dir())
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
