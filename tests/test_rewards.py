@@ -177,7 +177,7 @@ def test_extract_answer_non_string():
         ("The answer is 42.", 42),
         ("The answer is -1,234.", -1234),
         ("Answer: 7", 7),
-        ("42 apples", 42),
+        ("42 apples", None),  # no words after the number: "42 is wrong" has the same shape
         ("$42", 42),
         ("answer42", None),  # glued to a word
         ("42apples", None),
@@ -198,6 +198,94 @@ def test_parse_int(text, expected):
     result = parse_int(text)
     assert result == expected
     assert result is None or type(result) is int
+
+
+# Answers that do not state the number: the old short-sentence rule read a number out of each of these.
+NOT_A_STATED_ANSWER = [
+    "not 42",
+    "Not 42.",
+    "not = 42",
+    "is not 42",
+    "The answer is not 42",
+    "never 42",
+    "no 42",
+    "wrong: 42",
+    "incorrect = 42",
+    "42 is wrong",
+    "42 is incorrect",
+    "42 is not the answer",
+    "42 no",
+    "it is wrong that x = 42",
+    "So the answer is 42",
+    "about 42",
+    "approximately 42",
+    "almost 42",
+    "more than 42",
+    "less than 42",
+    "at least 42",
+    "forty one or 42",
+    "42 apples",
+]
+
+
+@pytest.mark.parametrize("text", NOT_A_STATED_ANSWER)
+def test_parse_int_rejects_words_around_the_number(text):
+    assert parse_int(text) is None
+
+
+@pytest.mark.parametrize("text", ["minus 7", "Minus 7", "negative 7", "minus -7", "the answer is minus 7"])
+def test_parse_int_sign_words_are_rejected_not_dropped(text):
+    # the rule rejects sign words rather than guess: "minus 7" must never be read as +7
+    assert parse_int(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 42", 42),
+        ("the answer is: 42", 42),
+        ("THE ANSWER IS 42.", 42),
+        ("Answer = 42", 42),
+        ("answer:42", 42),
+        ("Final answer: -7", -7),
+        ("The final answer is -1,234.", -1234),
+        ("The result is 42", 42),
+        ("result = 42", 42),
+        ("n: 42", 42),
+        ("x is 42", 42),
+        ("The answer is\n42", 42),
+        ("= +42", 42),
+        ("$1,234", 1234),
+        ("-$5", -5),
+    ],
+)
+def test_parse_int_accepted_lead_ins(text, expected):
+    assert parse_int(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "answer is42",
+        "the answer 42",
+        "answer answer: 42",
+        "xy = 42",
+        "x = = 42",
+        "x \u2260 42",
+        "x != 42",
+        "x < 42",
+        "~42",
+        "$-5",
+        "The answer is 42!",
+        "42?",
+        "**42**",
+        "\\boxed{42}",
+        "42 42",
+        "41, 42",
+    ],
+)
+def test_parse_int_rejects_other_shapes(text):
+    assert parse_int(text) is None
 
 
 # ---------------------------------------------------------------- correctness / int
@@ -250,6 +338,25 @@ def test_answers_aligned_with_completions():
     assert correctness_reward(["p"] * 4, comps, answer=answers) == [2.0, 2.0, 2.0, 0.0]
     with pytest.raises(ValueError, match="3 values for 4 completions"):
         correctness_reward(["p"] * 4, comps, answer=answers[:3])
+
+
+def test_correctness_negated_or_qualified_answers_get_nothing():
+    comps = [
+        f"<reasoning>\n6 times 7 is 42.\n</reasoning>\n<answer>\n{a}\n</answer>\n"
+        for a in NOT_A_STATED_ANSWER
+    ]
+    assert call(correctness_reward, comps) == [0.0] * len(comps)
+    assert call(int_reward, comps) == [0.0] * len(comps)  # "not 42" is not an integer answer either
+    assert call(correctness_reward, ["<answer>42</answer>", "<answer>The answer is 42.</answer>"]) == [
+        2.0,
+        2.0,
+    ]
+
+
+def test_correctness_sign_words():
+    assert call(correctness_reward, ["<answer>minus 7</answer>"], answer="7") == [0.0]
+    assert call(correctness_reward, ["<answer>minus 7</answer>"], answer="-7") == [0.0]  # rejected: write -7
+    assert call(correctness_reward, ["<answer>-7</answer>"], answer="-7") == [2.0]
 
 
 def test_int_reward():

@@ -44,7 +44,6 @@ __all__ = [
     "INT_REWARD",
     "MAX_TOTAL_REWARD",
     "REWARD_WEIGHTS",
-    "SHORT_TEXT_MAX_CHARS",
     "SOFT_FORMAT_REWARD",
     "STRICT_FORMAT_REWARD",
     "XML_TAG_REWARD",
@@ -68,7 +67,6 @@ SOFT_FORMAT_REWARD = 0.5
 XML_TAG_REWARD = 0.125  # four tags -> 0.5 at best
 XML_TRAILING_PENALTY_PER_CHAR = 0.001
 XML_TRAILING_PENALTY_CAP = 0.5
-SHORT_TEXT_MAX_CHARS = 40  # longest text in which parse_int looks for a number inside a short sentence
 
 RewardFunc = Callable[..., list[float]]
 
@@ -140,14 +138,16 @@ def extract_answer(text: str) -> str | None:
     return text[start + len(_ANSWER_OPEN) : end].strip()
 
 
-# An integer in one of the accepted spellings, optionally followed by a zero fraction (".0", ".00").
-# Grouped forms must be correctly grouped: 1-3 leading digits, then groups of exactly 3, one separator kind.
+# The whole answer must be [LEAD-IN] NUMBER (see parse_int). NUMBER: a sign touching the digits, an optional
+# "$", digits plain or grouped in thousands (1-3 leading digits, then groups of exactly 3, one separator
+# kind), optionally a zero fraction (".0", ".00").
 _INT_BODY = r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?:_[0-9]{3})+|[0-9]{1,3}(?: [0-9]{3})+|[0-9]+)"
-_NUMBER_RE = re.compile(rf"(?P<sign>[+-]?)(?P<int>{_INT_BODY})(?:\.(?P<frac>[0-9]+))?")
-# Short-sentence form: one number among words. A number candidate is a digit run with inner separators.
-_CANDIDATE_RE = re.compile(r"[0-9]+(?:[,_ ][0-9]+)*(?:\.[0-9]+)?")
-_PREFIX_RE = re.compile(r"(?:[^\W\d_]|[ :=$])*")  # letters, spaces, ':', '=', '$'
-_SUFFIX_RE = re.compile(r"(?: +[^\W\d_]+)*")  # space-separated words ("42 apples")
+_NUMBER = rf"(?P<sign>[+-]?)\$?(?P<int>{_INT_BODY})(?:\.(?P<frac>[0-9]+))?"
+# LEAD-IN: "=", or a name (one letter, or "[the] [final] answer" / "[the] [final] result") then ":", "=",
+# "is" or "is:"/"is =". An allow-list: any other word (not, wrong, minus, about, ...) makes it no answer.
+_NAME = r"(?:[a-z]|(?:the\s+)?(?:final\s+)?(?:answer|result))"
+_LEAD_IN = rf"(?:=\s*|{_NAME}(?:\s*[:=]\s*|\s+is\s*[:=]\s*|\s+is\s+))"
+_ANSWER_RE = re.compile(rf"(?:{_LEAD_IN})?{_NUMBER}", re.IGNORECASE | re.ASCII)
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-"})  # MINUS SIGN, EN DASH (typographic minus)
 _MEANING_CHANGING = ("<super>", "<sub>", "<fraction>")  # NFKC would turn "4²" into "42", "½" into "1⁄2"
 _MAX_DIGITS = 1000  # far below Python's int-parsing limit; longer "numbers" are not answers
@@ -165,22 +165,27 @@ def _int_from_match(match: re.Match[str]) -> int | None:
 
 
 def parse_int(text: str | None) -> int | None:
-    """Parse a model's answer as an integer, or return None. Regex only; never evaluates anything.
+    """The integer that an answer states, or None when it states anything else. Never evaluates anything.
 
-    Normalisation: Unicode NFKC (fullwidth digits and signs, no-break and thin spaces become ASCII);
-    U+2212 MINUS SIGN and U+2013 EN DASH become ``-``; superscripts, subscripts and vulgar fractions are
-    rejected outright (NFKC would change their meaning); surrounding whitespace and one trailing ``.``
-    are dropped.
+    Normalisation: surrounding whitespace is dropped; Unicode NFKC (fullwidth digits and signs, no-break
+    and thin spaces become ASCII); U+2212 MINUS SIGN and U+2013 EN DASH become ``-``; superscripts,
+    subscripts and vulgar fractions are rejected outright (NFKC would change their meaning); one trailing
+    ``.`` is dropped.
 
-    Accepted, as the whole text: an optional ``+``/``-`` sign, digits either plain or grouped in
-    thousands by ``,`` / ``_`` / a single space ("1,234", "1_234", "1 234", grouping must be exact:
-    "1,23,4" is rejected), and an optional all-zero fraction ("4.0" -> 4, "3.5" -> None).
+    Then the WHOLE text must be ``[LEAD-IN] NUMBER``, nothing before or after:
 
-    Otherwise, only if the text has at most ``SHORT_TEXT_MAX_CHARS`` (40) characters: a short sentence
-    with exactly one number, surrounded by words only (letters, spaces, ``:``, ``=``, ``$``), such as
-    "= 42", "x = 42", "The answer is 42." or "42 apples"; that number must itself be valid as above.
-    Anything containing another digit or an operator, i.e. an expression such as "2+3", "2 * 3" or
-    "2 + 3 = 5", gives None, as do floats in exponent form, hex, and empty text.
+    - NUMBER: an optional ``+``/``-`` touching the digits, an optional ``$``, digits either plain or
+      grouped in thousands by ``,`` / ``_`` / a single space ("1,234", "1_234", "1 234"; the grouping must
+      be exact: "1,23,4" is rejected), and an optional all-zero fraction ("4.0" -> 4, "3.5" -> None).
+    - LEAD-IN (optional, any letter case): ``=``, or a name followed by ``:``, ``=``, ``is``, ``is:`` or
+      ``is =``, where the name is a single letter (a variable, "x = 42") or one of "answer", "result",
+      each optionally preceded by "the" and/or "final" ("Answer: 7", "The final answer is -7.").
+
+    So "42", "-1,234.", "$42", "x=-3" and "The answer is 42." give numbers, and everything else is None:
+    negations and verdicts ("not 42", "42 is wrong", "The answer is not 42", "isn't 42", "no, 42"), any
+    word before or after the number ("so the answer is 42", "about 42", "42 apples"), sign words ("minus 7"
+    and "negative 7" are rejected, never read as 7: write "-7"), number words ("forty-two"), several
+    numbers ("41 or 42", "41, 42"), expressions ("2+3", "6*7 = 42"), floats, exponents, hex and empty text.
     """
     if not isinstance(text, str):
         return None
@@ -189,30 +194,7 @@ def parse_int(text: str | None) -> int | None:
     s = unicodedata.normalize("NFKC", text).translate(_MINUS_SIGNS).strip()
     if s.endswith("."):
         s = s[:-1].rstrip()
-    if not s:
-        return None
-    match = _NUMBER_RE.fullmatch(s)
-    if match is not None:
-        return _int_from_match(match)
-    if len(s) > SHORT_TEXT_MAX_CHARS:
-        return None
-    return _int_from_sentence(s)
-
-
-def _int_from_sentence(s: str) -> int | None:
-    """The only number of a short sentence such as "x = 42", or None (see :func:`parse_int`)."""
-    candidates = list(_CANDIDATE_RE.finditer(s))
-    if len(candidates) != 1:
-        return None
-    number = candidates[0].group()
-    prefix, suffix = s[: candidates[0].start()], s[candidates[0].end() :]
-    if prefix[-1:] in ("+", "-") and prefix[-2:-1] in ("", " ", "=", ":"):
-        number, prefix = prefix[-1] + number, prefix[:-1]
-    if prefix[-1:].isalpha():
-        return None  # glued to a word, as in "x2"
-    if not (_PREFIX_RE.fullmatch(prefix) and _SUFFIX_RE.fullmatch(suffix)):
-        return None
-    match = _NUMBER_RE.fullmatch(number)
+    match = _ANSWER_RE.fullmatch(s)
     return _int_from_match(match) if match is not None else None
 
 
@@ -246,7 +228,10 @@ def _ground_truth(value: Any) -> int:
 def correctness_reward(
     prompts: Sequence[Any] | None, completions: Sequence[Any], answer: Any, **kwargs: Any
 ) -> list[float]:
-    """``CORRECTNESS_REWARD`` (2.0) when the extracted answer parses to the ground-truth integer, else 0.0.
+    """``CORRECTNESS_REWARD`` (2.0) when the extracted answer states the ground-truth integer, else 0.0.
+
+    "States" is :func:`parse_int`'s rule: the number and nothing that negates or changes it ("42" and
+    "The answer is 42." count; "not 42", "42 is wrong" and "about 42" do not).
 
     ``answer`` is the dataset column: one value per completion (strings such as "42" or "-7"); a single
     value is used for every completion. A ground truth that is not an integer raises ValueError (a data
@@ -261,7 +246,8 @@ def correctness_reward(
 
 
 def int_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """``INT_REWARD`` (0.5) when the extracted answer parses as an integer (right or wrong), else 0.0."""
+    """``INT_REWARD`` (0.5) when the extracted answer states an integer (right or wrong; see
+    :func:`parse_int`), else 0.0."""
     return [INT_REWARD if parse_int(extract_answer(t)) is not None else 0.0 for t in _texts(completions)]
 
 
