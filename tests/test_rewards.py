@@ -6,6 +6,9 @@ import ast
 import builtins
 import inspect
 import math
+import random
+import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -428,6 +431,131 @@ def test_xml_count_trailing_text_penalty():
     assert scores == sorted(scores, reverse=True)
     assert call(xml_count_reward, [GOOD + "  \n\n "]) == [0.5]  # whitespace is free
     assert call(xml_count_reward, ["</answer>" + "x" * 10_000]) == [pytest.approx(-0.5)]  # the floor
+
+
+# ---------------------------------------------------------------- linear time on adversarial input
+
+# The format rules as the regular expressions they were, kept here as references (fine on short texts).
+_TAG = r"</?(?:reasoning|answer)>"
+REFERENCE_STRICT = re.compile(
+    rf"<reasoning>\n(?:(?!{_TAG}).)*?\n</reasoning>\n<answer>\n(?:(?!{_TAG}).)*?\n</answer>\n?", re.DOTALL
+)
+REFERENCE_SOFT = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+FRAGMENTS = [
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "\n",
+    "\n",
+    " ",
+    "\t",
+    "x",
+    "42",
+    "<",
+    ">",
+]
+SKELETON = [
+    "<reasoning>",
+    "\n",
+    "x",
+    "\n",
+    "</reasoning>",
+    "\n",
+    "<answer>",
+    "\n",
+    "42",
+    "\n",
+    "</answer>",
+    "\n",
+]
+
+
+def random_texts(n=4000, seed=0):
+    """Short texts: the well-formed skeleton after 0-3 random edits (insert, delete, replace a piece),
+    and random strings of pieces, so that both outcomes and the near misses are common."""
+    rng = random.Random(seed)
+    texts = [GOOD, WRONG, SLOPPY, GOOD + "\n", GOOD.replace("\n</answer>", "</answer>")]
+    for _ in range(n):
+        if rng.random() < 0.2:
+            texts.append("".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 14))))
+            continue
+        pieces = list(SKELETON)
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(pieces) + 1)
+            edit = rng.choice(("insert", "delete", "replace"))
+            if edit == "insert":
+                pieces.insert(i, rng.choice(FRAGMENTS))
+            elif pieces and i < len(pieces):
+                if edit == "delete":
+                    del pieces[i]
+                else:
+                    pieces[i] = rng.choice(FRAGMENTS)
+        texts.append("".join(pieces))
+    return texts
+
+
+def test_format_rewards_match_their_reference_patterns():
+    texts = random_texts()
+    strict = call(strict_format_reward, texts)
+    soft = call(soft_format_reward, texts)
+    assert strict == [0.5 if REFERENCE_STRICT.fullmatch(t) else 0.0 for t in texts]
+    assert soft == [0.5 if REFERENCE_SOFT.search(t) else 0.0 for t in texts]
+    for scores in (strict, soft):  # the sample exercises both outcomes of both rules
+        assert 0.1 < sum(x > 0 for x in scores) / len(texts) < 0.9
+
+
+def _repeat(unit, n):
+    return unit * max(1, n // len(unit))
+
+
+ADVERSARIAL = {
+    "unclosed_reasoning": lambda n: _repeat("<reasoning>", n),
+    "empty_reasoning_blocks": lambda n: _repeat("<reasoning></reasoning>", n),
+    "unclosed_then_whitespace": lambda n: _repeat("<reasoning>", n // 2) + "</reasoning>" + " " * (n // 2),
+    "nested_unclosed": lambda n: _repeat("<reasoning><answer>", n),
+    "joins_without_close": lambda n: "<reasoning>" + _repeat("</reasoning> <answer>", n),
+    "unclosed_answer": lambda n: _repeat("<answer>", n),
+    "closing_answer": lambda n: _repeat("\n</answer>", n),
+    "digits": lambda n: "<answer>" + "9" * n + "</answer>",
+    "grouped_digits": lambda n: "<answer>1" + _repeat(",234", n) + "</answer>",
+    "whitespace_around_answer": lambda n: "<answer>" + " " * (n // 2) + "42" + "\n" * (n // 2) + "</answer>",
+    "non_ascii_answer": lambda n: "<answer>" + "\u00e9" * n + "</answer>",
+    "fullwidth_digits": lambda n: "<answer>" + "\uff19" * n + "</answer>",
+    "words_answer": lambda n: "<answer>" + _repeat("not ", n) + "42</answer>",
+    "long_strict_reasoning": lambda n: (
+        "<reasoning>\n" + "x" * n + "\n</reasoning>\n<answer>\n42\n</answer>\n"
+    ),
+    "newlines": lambda n: "<reasoning>\n" + "\n" * n,
+}
+TIME_BOUND_S = 0.25  # per reward call on up to 1 MB; measured at most ~2 ms here, 0.1-350 s before
+
+
+@pytest.mark.parametrize("kind", list(ADVERSARIAL))
+def test_adversarial_long_inputs_score_in_linear_time(kind):
+    for size in (100_000, 1_000_000):  # the smaller first: quadratic code fails there within seconds
+        text = ADVERSARIAL[kind](size)
+        for fn in DEFAULT_REWARDS:
+            timings = []
+            for _ in range(2):  # a second try before failing, for a momentarily loaded machine
+                start = time.perf_counter()
+                out = call(fn, [text])
+                timings.append(time.perf_counter() - start)
+                if timings[-1] < TIME_BOUND_S:
+                    break
+            assert len(out) == 1 and math.isfinite(out[0])
+            assert min(timings) < TIME_BOUND_S, (
+                f"{fn.__name__} took {min(timings):.3f} s on {len(text):,} chars"
+            )
+
+
+def test_long_answers():
+    assert parse_int("9" * 1000) == int("9" * 1000)
+    assert parse_int("9" * 1001) is None
+    assert parse_int(" " * 1_000_000 + "-42." + "\n" * 1_000_000) == -42  # whitespace is stripped first
+    assert parse_int("x = " + " " * (R.MAX_ANSWER_CHARS - 5) + "1") == 1  # MAX_ANSWER_CHARS: still read
+    assert parse_int("x = " + " " * (R.MAX_ANSWER_CHARS - 4) + "1") is None  # one more: rejected unread
+    assert call(correctness_reward, [ADVERSARIAL["whitespace_around_answer"](1_000_000)]) == [2.0]
 
 
 # ---------------------------------------------------------------- shared behaviour

@@ -28,7 +28,9 @@ soft_format_reward     0.5    a reasoning block is followed by an answer block
 xml_count_reward       0.5    0.125 per well-placed tag, minus a trailing-text penalty
 ====================== ====== ==========================================================
 
-Model text is parsed with regular expressions only; nothing is ever evaluated.
+Model text is read with string methods and a few regular expressions; nothing is ever evaluated. Every
+check takes time linear in the completion's length (no pattern can backtrack quadratically): adversarial
+completions of 1 MB (thousands of unclosed tags, runs of digits or whitespace) score in milliseconds.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "CORRECTNESS_REWARD",
     "DEFAULT_REWARDS",
     "INT_REWARD",
+    "MAX_ANSWER_CHARS",
     "MAX_TOTAL_REWARD",
     "REWARD_WEIGHTS",
     "SOFT_FORMAT_REWARD",
@@ -151,6 +154,7 @@ _ANSWER_RE = re.compile(rf"(?:{_LEAD_IN})?{_NUMBER}", re.IGNORECASE | re.ASCII)
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-"})  # MINUS SIGN, EN DASH (typographic minus)
 _MEANING_CHANGING = ("<super>", "<sub>", "<fraction>")  # NFKC would turn "4²" into "42", "½" into "1⁄2"
 _MAX_DIGITS = 1000  # far below Python's int-parsing limit; longer "numbers" are not answers
+MAX_ANSWER_CHARS = 2000  # longer stripped answers are rejected unread (1,000 grouped digits take 1,333)
 
 
 def _int_from_match(match: re.Match[str]) -> int | None:
@@ -167,10 +171,11 @@ def _int_from_match(match: re.Match[str]) -> int | None:
 def parse_int(text: str | None) -> int | None:
     """The integer that an answer states, or None when it states anything else. Never evaluates anything.
 
-    Normalisation: surrounding whitespace is dropped; Unicode NFKC (fullwidth digits and signs, no-break
-    and thin spaces become ASCII); U+2212 MINUS SIGN and U+2013 EN DASH become ``-``; superscripts,
-    subscripts and vulgar fractions are rejected outright (NFKC would change their meaning); one trailing
-    ``.`` is dropped.
+    Normalisation: surrounding whitespace is dropped, and a text still longer than ``MAX_ANSWER_CHARS``
+    (2,000) characters is rejected unread (bounded work per answer); Unicode NFKC (fullwidth digits and
+    signs, no-break and thin spaces become ASCII); U+2212 MINUS SIGN and U+2013 EN DASH become ``-``;
+    superscripts, subscripts and vulgar fractions are rejected outright (NFKC would change their
+    meaning); one trailing ``.`` is dropped.
 
     Then the WHOLE text must be ``[LEAD-IN] NUMBER``, nothing before or after:
 
@@ -188,6 +193,9 @@ def parse_int(text: str | None) -> int | None:
     numbers ("41 or 42", "41, 42"), expressions ("2+3", "6*7 = 42"), floats, exponents, hex and empty text.
     """
     if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if len(text) > MAX_ANSWER_CHARS:
         return None
     if any(unicodedata.decomposition(ch).startswith(_MEANING_CHANGING) for ch in text if ord(ch) > 127):
         return None
@@ -251,12 +259,45 @@ def int_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwar
     return [INT_REWARD if parse_int(extract_answer(t)) is not None else 0.0 for t in _texts(completions)]
 
 
-# Inner parts may not contain another tag, so two answer blocks can't pass as one.
-_NO_TAG = r"(?:(?!</?(?:reasoning|answer)>).)*?"
-_STRICT_RE = re.compile(
-    rf"<reasoning>\n{_NO_TAG}\n</reasoning>\n<answer>\n{_NO_TAG}\n</answer>\n?", re.DOTALL
-)
-_SOFT_RE = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+_REASONING_OPEN = "<reasoning>"
+_REASONING_CLOSE = "</reasoning>"
+_TAGS = (_REASONING_OPEN, _REASONING_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE)
+_STRICT_MIDDLE = "\n</reasoning>\n<answer>\n"
+# Literal start, then one whitespace run: runs after different matches are disjoint, so search is linear.
+_SOFT_JOIN_RE = re.compile(r"</reasoning>\s*<answer>")
+
+
+def _is_strict_format(text: str) -> bool:
+    """``<reasoning>\\n A \\n</reasoning>\\n<answer>\\n B \\n</answer>[\\n]``, A and B free of tags.
+
+    String methods only, linear time. Equivalent to fullmatching the DOTALL regular expression
+    ``<reasoning>\\n(?:(?!TAG).)*?\\n</reasoning>\\n<answer>\\n(?:(?!TAG).)*?\\n</answer>\\n?`` with TAG =
+    ``</?(?:reasoning|answer)>`` (the rule before, 0.1 s per MB): a tag holds no newline and every part
+    around A and B ends or starts with one, so "A and B hold no tag" is "each tag occurs exactly once".
+    """
+    body = text[:-1] if text.endswith(_ANSWER_CLOSE + "\n") else text
+    reasoning, middle, answer = body.partition(_STRICT_MIDDLE)
+    return (
+        bool(middle)
+        and reasoning.startswith(_REASONING_OPEN + "\n")
+        and answer.endswith("\n" + _ANSWER_CLOSE)
+        and all(body.count(tag) == 1 for tag in _TAGS)
+    )
+
+
+def _has_soft_format(text: str) -> bool:
+    """Whether ``<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>`` (DOTALL) occurs anywhere; linear time.
+
+    Searching that pattern directly is quadratic (every ``<reasoning>`` restarts a scan to the end: 4 s
+    on 100 kB of unclosed tags). Equivalent test: the first ``<reasoning>`` is the best start and the
+    last ``</answer>`` the best end, so it suffices that the first ``</reasoning>\\s*<answer>`` after the
+    first ``<reasoning>`` is followed by a ``</answer>``.
+    """
+    start = text.find(_REASONING_OPEN)
+    if start < 0:
+        return False
+    join = _SOFT_JOIN_RE.search(text, start + len(_REASONING_OPEN))
+    return join is not None and text.find(_ANSWER_CLOSE, join.end()) >= 0
 
 
 def strict_format_reward(
@@ -264,11 +305,11 @@ def strict_format_reward(
 ) -> list[float]:
     """``STRICT_FORMAT_REWARD`` (0.5) when the whole completion is exactly the format, else 0.0.
 
-    The pattern is ``^<reasoning>\\n.*?\\n</reasoning>\\n<answer>\\n.*?\\n</answer>\\n?$`` (DOTALL), where
-    the two inner parts may not contain another reasoning/answer tag: nothing before or after, newlines
-    exactly where shown, one block of each.
+    The format is ``<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>`` and an optional final
+    newline, where the two inner parts may not contain another reasoning/answer tag: nothing before or
+    after, newlines exactly where shown, one block of each.
     """
-    return [STRICT_FORMAT_REWARD if _STRICT_RE.fullmatch(t) else 0.0 for t in _texts(completions)]
+    return [STRICT_FORMAT_REWARD if _is_strict_format(t) else 0.0 for t in _texts(completions)]
 
 
 def soft_format_reward(
@@ -276,7 +317,7 @@ def soft_format_reward(
 ) -> list[float]:
     """``SOFT_FORMAT_REWARD`` (0.5) when ``<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>`` occurs
     anywhere (DOTALL), whatever the newlines and surrounding text, else 0.0."""
-    return [SOFT_FORMAT_REWARD if _SOFT_RE.search(t) else 0.0 for t in _texts(completions)]
+    return [SOFT_FORMAT_REWARD if _has_soft_format(t) else 0.0 for t in _texts(completions)]
 
 
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
