@@ -19,6 +19,7 @@ from unsloth_course.rewards import (
     DEFAULT_REWARDS,
     MAX_TOTAL_REWARD,
     REWARD_WEIGHTS,
+    answer_int,
     completion_text,
     correctness_reward,
     extract_answer,
@@ -289,6 +290,26 @@ def test_parse_int_accepted_lead_ins(text, expected):
 )
 def test_parse_int_rejects_other_shapes(text):
     assert parse_int(text) is None
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        (GOOD, 42),
+        (conv(GOOD), 42),
+        ({"role": "assistant", "content": "<answer>-7</answer>"}, -7),
+        ("<answer>The answer is 1,234.</answer>", 1234),
+        ("<answer>not 42</answer>", None),
+        ("<answer>1</answer> then <answer>2</answer>", 2),
+        (NO_TAGS, None),
+        ("<answer>42", None),
+        (None, None),
+        ([], None),
+    ],
+)
+def test_answer_int(completion, expected):
+    assert answer_int(completion) == expected
+    assert answer_int(completion) == parse_int(extract_answer(completion_text(completion)))
 
 
 # ---------------------------------------------------------------- correctness / int

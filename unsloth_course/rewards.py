@@ -52,6 +52,7 @@ __all__ = [
     "XML_TAG_REWARD",
     "XML_TRAILING_PENALTY_CAP",
     "XML_TRAILING_PENALTY_PER_CHAR",
+    "answer_int",
     "completion_text",
     "correctness_reward",
     "extract_answer",
@@ -206,6 +207,16 @@ def parse_int(text: str | None) -> int | None:
     return _int_from_match(match) if match is not None else None
 
 
+def answer_int(completion: Any) -> int | None:
+    """The integer that a completion's ``<answer>`` block states, or None.
+
+    ``parse_int(extract_answer(completion_text(completion)))``: a string or a conversational completion,
+    the last closed answer block, then :func:`parse_int`'s rule ("<answer>42</answer>" -> 42,
+    "<answer>not 42</answer>" -> None). The one step that the correctness and integer rewards share.
+    """
+    return parse_int(extract_answer(completion_text(completion)))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Reward functions
 # ----------------------------------------------------------------------------------------------------------
@@ -245,18 +256,15 @@ def correctness_reward(
     value is used for every completion. A ground truth that is not an integer raises ValueError (a data
     bug); model text never raises.
     """
-    texts = _texts(completions)
-    truths = [_ground_truth(a) for a in _per_completion(answer, len(texts), "answer")]
-    return [
-        CORRECTNESS_REWARD if parse_int(extract_answer(t)) == truth else 0.0
-        for t, truth in zip(texts, truths, strict=True)
-    ]
+    stated = [answer_int(c) for c in (completions or [])]
+    truths = [_ground_truth(a) for a in _per_completion(answer, len(stated), "answer")]
+    return [CORRECTNESS_REWARD if s == truth else 0.0 for s, truth in zip(stated, truths, strict=True)]
 
 
 def int_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """``INT_REWARD`` (0.5) when the extracted answer states an integer (right or wrong; see
     :func:`parse_int`), else 0.0."""
-    return [INT_REWARD if parse_int(extract_answer(t)) is not None else 0.0 for t in _texts(completions)]
+    return [INT_REWARD if answer_int(c) is not None else 0.0 for c in (completions or [])]
 
 
 _REASONING_OPEN = "<reasoning>"
