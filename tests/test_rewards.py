@@ -6,6 +6,9 @@ import ast
 import builtins
 import inspect
 import math
+import random
+import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +19,7 @@ from unsloth_course.rewards import (
     DEFAULT_REWARDS,
     MAX_TOTAL_REWARD,
     REWARD_WEIGHTS,
+    answer_int,
     completion_text,
     correctness_reward,
     extract_answer,
@@ -177,7 +181,7 @@ def test_extract_answer_non_string():
         ("The answer is 42.", 42),
         ("The answer is -1,234.", -1234),
         ("Answer: 7", 7),
-        ("42 apples", 42),
+        ("42 apples", None),  # no words after the number: "42 is wrong" has the same shape
         ("$42", 42),
         ("answer42", None),  # glued to a word
         ("42apples", None),
@@ -198,6 +202,114 @@ def test_parse_int(text, expected):
     result = parse_int(text)
     assert result == expected
     assert result is None or type(result) is int
+
+
+# Answers that do not state the number: the old short-sentence rule read a number out of each of these.
+NOT_A_STATED_ANSWER = [
+    "not 42",
+    "Not 42.",
+    "not = 42",
+    "is not 42",
+    "The answer is not 42",
+    "never 42",
+    "no 42",
+    "wrong: 42",
+    "incorrect = 42",
+    "42 is wrong",
+    "42 is incorrect",
+    "42 is not the answer",
+    "42 no",
+    "it is wrong that x = 42",
+    "So the answer is 42",
+    "about 42",
+    "approximately 42",
+    "almost 42",
+    "more than 42",
+    "less than 42",
+    "at least 42",
+    "forty one or 42",
+    "42 apples",
+]
+
+
+@pytest.mark.parametrize("text", NOT_A_STATED_ANSWER)
+def test_parse_int_rejects_words_around_the_number(text):
+    assert parse_int(text) is None
+
+
+@pytest.mark.parametrize("text", ["minus 7", "Minus 7", "negative 7", "minus -7", "the answer is minus 7"])
+def test_parse_int_sign_words_are_rejected_not_dropped(text):
+    # the rule rejects sign words rather than guess: "minus 7" must never be read as +7
+    assert parse_int(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 42", 42),
+        ("the answer is: 42", 42),
+        ("THE ANSWER IS 42.", 42),
+        ("Answer = 42", 42),
+        ("answer:42", 42),
+        ("Final answer: -7", -7),
+        ("The final answer is -1,234.", -1234),
+        ("The result is 42", 42),
+        ("result = 42", 42),
+        ("n: 42", 42),
+        ("x is 42", 42),
+        ("The answer is\n42", 42),
+        ("= +42", 42),
+        ("$1,234", 1234),
+        ("-$5", -5),
+    ],
+)
+def test_parse_int_accepted_lead_ins(text, expected):
+    assert parse_int(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "answer is42",
+        "the answer 42",
+        "answer answer: 42",
+        "xy = 42",
+        "x = = 42",
+        "x \u2260 42",
+        "x != 42",
+        "x < 42",
+        "~42",
+        "$-5",
+        "The answer is 42!",
+        "42?",
+        "**42**",
+        "\\boxed{42}",
+        "42 42",
+        "41, 42",
+    ],
+)
+def test_parse_int_rejects_other_shapes(text):
+    assert parse_int(text) is None
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        (GOOD, 42),
+        (conv(GOOD), 42),
+        ({"role": "assistant", "content": "<answer>-7</answer>"}, -7),
+        ("<answer>The answer is 1,234.</answer>", 1234),
+        ("<answer>not 42</answer>", None),
+        ("<answer>1</answer> then <answer>2</answer>", 2),
+        (NO_TAGS, None),
+        ("<answer>42", None),
+        (None, None),
+        ([], None),
+    ],
+)
+def test_answer_int(completion, expected):
+    assert answer_int(completion) == expected
+    assert answer_int(completion) == parse_int(extract_answer(completion_text(completion)))
 
 
 # ---------------------------------------------------------------- correctness / int
@@ -250,6 +362,25 @@ def test_answers_aligned_with_completions():
     assert correctness_reward(["p"] * 4, comps, answer=answers) == [2.0, 2.0, 2.0, 0.0]
     with pytest.raises(ValueError, match="3 values for 4 completions"):
         correctness_reward(["p"] * 4, comps, answer=answers[:3])
+
+
+def test_correctness_negated_or_qualified_answers_get_nothing():
+    comps = [
+        f"<reasoning>\n6 times 7 is 42.\n</reasoning>\n<answer>\n{a}\n</answer>\n"
+        for a in NOT_A_STATED_ANSWER
+    ]
+    assert call(correctness_reward, comps) == [0.0] * len(comps)
+    assert call(int_reward, comps) == [0.0] * len(comps)  # "not 42" is not an integer answer either
+    assert call(correctness_reward, ["<answer>42</answer>", "<answer>The answer is 42.</answer>"]) == [
+        2.0,
+        2.0,
+    ]
+
+
+def test_correctness_sign_words():
+    assert call(correctness_reward, ["<answer>minus 7</answer>"], answer="7") == [0.0]
+    assert call(correctness_reward, ["<answer>minus 7</answer>"], answer="-7") == [0.0]  # rejected: write -7
+    assert call(correctness_reward, ["<answer>-7</answer>"], answer="-7") == [2.0]
 
 
 def test_int_reward():
@@ -321,6 +452,131 @@ def test_xml_count_trailing_text_penalty():
     assert scores == sorted(scores, reverse=True)
     assert call(xml_count_reward, [GOOD + "  \n\n "]) == [0.5]  # whitespace is free
     assert call(xml_count_reward, ["</answer>" + "x" * 10_000]) == [pytest.approx(-0.5)]  # the floor
+
+
+# ---------------------------------------------------------------- linear time on adversarial input
+
+# The format rules as the regular expressions they were, kept here as references (fine on short texts).
+_TAG = r"</?(?:reasoning|answer)>"
+REFERENCE_STRICT = re.compile(
+    rf"<reasoning>\n(?:(?!{_TAG}).)*?\n</reasoning>\n<answer>\n(?:(?!{_TAG}).)*?\n</answer>\n?", re.DOTALL
+)
+REFERENCE_SOFT = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+FRAGMENTS = [
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "\n",
+    "\n",
+    " ",
+    "\t",
+    "x",
+    "42",
+    "<",
+    ">",
+]
+SKELETON = [
+    "<reasoning>",
+    "\n",
+    "x",
+    "\n",
+    "</reasoning>",
+    "\n",
+    "<answer>",
+    "\n",
+    "42",
+    "\n",
+    "</answer>",
+    "\n",
+]
+
+
+def random_texts(n=4000, seed=0):
+    """Short texts: the well-formed skeleton after 0-3 random edits (insert, delete, replace a piece),
+    and random strings of pieces, so that both outcomes and the near misses are common."""
+    rng = random.Random(seed)
+    texts = [GOOD, WRONG, SLOPPY, GOOD + "\n", GOOD.replace("\n</answer>", "</answer>")]
+    for _ in range(n):
+        if rng.random() < 0.2:
+            texts.append("".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 14))))
+            continue
+        pieces = list(SKELETON)
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(pieces) + 1)
+            edit = rng.choice(("insert", "delete", "replace"))
+            if edit == "insert":
+                pieces.insert(i, rng.choice(FRAGMENTS))
+            elif pieces and i < len(pieces):
+                if edit == "delete":
+                    del pieces[i]
+                else:
+                    pieces[i] = rng.choice(FRAGMENTS)
+        texts.append("".join(pieces))
+    return texts
+
+
+def test_format_rewards_match_their_reference_patterns():
+    texts = random_texts()
+    strict = call(strict_format_reward, texts)
+    soft = call(soft_format_reward, texts)
+    assert strict == [0.5 if REFERENCE_STRICT.fullmatch(t) else 0.0 for t in texts]
+    assert soft == [0.5 if REFERENCE_SOFT.search(t) else 0.0 for t in texts]
+    for scores in (strict, soft):  # the sample exercises both outcomes of both rules
+        assert 0.1 < sum(x > 0 for x in scores) / len(texts) < 0.9
+
+
+def _repeat(unit, n):
+    return unit * max(1, n // len(unit))
+
+
+ADVERSARIAL = {
+    "unclosed_reasoning": lambda n: _repeat("<reasoning>", n),
+    "empty_reasoning_blocks": lambda n: _repeat("<reasoning></reasoning>", n),
+    "unclosed_then_whitespace": lambda n: _repeat("<reasoning>", n // 2) + "</reasoning>" + " " * (n // 2),
+    "nested_unclosed": lambda n: _repeat("<reasoning><answer>", n),
+    "joins_without_close": lambda n: "<reasoning>" + _repeat("</reasoning> <answer>", n),
+    "unclosed_answer": lambda n: _repeat("<answer>", n),
+    "closing_answer": lambda n: _repeat("\n</answer>", n),
+    "digits": lambda n: "<answer>" + "9" * n + "</answer>",
+    "grouped_digits": lambda n: "<answer>1" + _repeat(",234", n) + "</answer>",
+    "whitespace_around_answer": lambda n: "<answer>" + " " * (n // 2) + "42" + "\n" * (n // 2) + "</answer>",
+    "non_ascii_answer": lambda n: "<answer>" + "\u00e9" * n + "</answer>",
+    "fullwidth_digits": lambda n: "<answer>" + "\uff19" * n + "</answer>",
+    "words_answer": lambda n: "<answer>" + _repeat("not ", n) + "42</answer>",
+    "long_strict_reasoning": lambda n: (
+        "<reasoning>\n" + "x" * n + "\n</reasoning>\n<answer>\n42\n</answer>\n"
+    ),
+    "newlines": lambda n: "<reasoning>\n" + "\n" * n,
+}
+TIME_BOUND_S = 0.25  # per reward call on up to 1 MB; measured at most ~2 ms here, 0.1-350 s before
+
+
+@pytest.mark.parametrize("kind", list(ADVERSARIAL))
+def test_adversarial_long_inputs_score_in_linear_time(kind):
+    for size in (100_000, 1_000_000):  # the smaller first: quadratic code fails there within seconds
+        text = ADVERSARIAL[kind](size)
+        for fn in DEFAULT_REWARDS:
+            timings = []
+            for _ in range(2):  # a second try before failing, for a momentarily loaded machine
+                start = time.perf_counter()
+                out = call(fn, [text])
+                timings.append(time.perf_counter() - start)
+                if timings[-1] < TIME_BOUND_S:
+                    break
+            assert len(out) == 1 and math.isfinite(out[0])
+            assert min(timings) < TIME_BOUND_S, (
+                f"{fn.__name__} took {min(timings):.3f} s on {len(text):,} chars"
+            )
+
+
+def test_long_answers():
+    assert parse_int("9" * 1000) == int("9" * 1000)
+    assert parse_int("9" * 1001) is None
+    assert parse_int(" " * 1_000_000 + "-42." + "\n" * 1_000_000) == -42  # whitespace is stripped first
+    assert parse_int("x = " + " " * (R.MAX_ANSWER_CHARS - 5) + "1") == 1  # MAX_ANSWER_CHARS: still read
+    assert parse_int("x = " + " " * (R.MAX_ANSWER_CHARS - 4) + "1") is None  # one more: rejected unread
+    assert call(correctness_reward, [ADVERSARIAL["whitespace_around_answer"](1_000_000)]) == [2.0]
 
 
 # ---------------------------------------------------------------- shared behaviour

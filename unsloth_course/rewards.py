@@ -28,7 +28,9 @@ soft_format_reward     0.5    a reasoning block is followed by an answer block
 xml_count_reward       0.5    0.125 per well-placed tag, minus a trailing-text penalty
 ====================== ====== ==========================================================
 
-Model text is parsed with regular expressions only; nothing is ever evaluated.
+Model text is read with string methods and a few regular expressions; nothing is ever evaluated. Every
+check takes time linear in the completion's length (no pattern can backtrack quadratically): adversarial
+completions of 1 MB (thousands of unclosed tags, runs of digits or whitespace) score in milliseconds.
 """
 
 from __future__ import annotations
@@ -42,14 +44,15 @@ __all__ = [
     "CORRECTNESS_REWARD",
     "DEFAULT_REWARDS",
     "INT_REWARD",
+    "MAX_ANSWER_CHARS",
     "MAX_TOTAL_REWARD",
     "REWARD_WEIGHTS",
-    "SHORT_TEXT_MAX_CHARS",
     "SOFT_FORMAT_REWARD",
     "STRICT_FORMAT_REWARD",
     "XML_TAG_REWARD",
     "XML_TRAILING_PENALTY_CAP",
     "XML_TRAILING_PENALTY_PER_CHAR",
+    "answer_int",
     "completion_text",
     "correctness_reward",
     "extract_answer",
@@ -68,7 +71,6 @@ SOFT_FORMAT_REWARD = 0.5
 XML_TAG_REWARD = 0.125  # four tags -> 0.5 at best
 XML_TRAILING_PENALTY_PER_CHAR = 0.001
 XML_TRAILING_PENALTY_CAP = 0.5
-SHORT_TEXT_MAX_CHARS = 40  # longest text in which parse_int looks for a number inside a short sentence
 
 RewardFunc = Callable[..., list[float]]
 
@@ -140,17 +142,20 @@ def extract_answer(text: str) -> str | None:
     return text[start + len(_ANSWER_OPEN) : end].strip()
 
 
-# An integer in one of the accepted spellings, optionally followed by a zero fraction (".0", ".00").
-# Grouped forms must be correctly grouped: 1-3 leading digits, then groups of exactly 3, one separator kind.
+# The whole answer must be [LEAD-IN] NUMBER (see parse_int). NUMBER: a sign touching the digits, an optional
+# "$", digits plain or grouped in thousands (1-3 leading digits, then groups of exactly 3, one separator
+# kind), optionally a zero fraction (".0", ".00").
 _INT_BODY = r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?:_[0-9]{3})+|[0-9]{1,3}(?: [0-9]{3})+|[0-9]+)"
-_NUMBER_RE = re.compile(rf"(?P<sign>[+-]?)(?P<int>{_INT_BODY})(?:\.(?P<frac>[0-9]+))?")
-# Short-sentence form: one number among words. A number candidate is a digit run with inner separators.
-_CANDIDATE_RE = re.compile(r"[0-9]+(?:[,_ ][0-9]+)*(?:\.[0-9]+)?")
-_PREFIX_RE = re.compile(r"(?:[^\W\d_]|[ :=$])*")  # letters, spaces, ':', '=', '$'
-_SUFFIX_RE = re.compile(r"(?: +[^\W\d_]+)*")  # space-separated words ("42 apples")
+_NUMBER = rf"(?P<sign>[+-]?)\$?(?P<int>{_INT_BODY})(?:\.(?P<frac>[0-9]+))?"
+# LEAD-IN: "=", or a name (one letter, or "[the] [final] answer" / "[the] [final] result") then ":", "=",
+# "is" or "is:"/"is =". An allow-list: any other word (not, wrong, minus, about, ...) makes it no answer.
+_NAME = r"(?:[a-z]|(?:the\s+)?(?:final\s+)?(?:answer|result))"
+_LEAD_IN = rf"(?:=\s*|{_NAME}(?:\s*[:=]\s*|\s+is\s*[:=]\s*|\s+is\s+))"
+_ANSWER_RE = re.compile(rf"(?:{_LEAD_IN})?{_NUMBER}", re.IGNORECASE | re.ASCII)
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-"})  # MINUS SIGN, EN DASH (typographic minus)
 _MEANING_CHANGING = ("<super>", "<sub>", "<fraction>")  # NFKC would turn "4²" into "42", "½" into "1⁄2"
 _MAX_DIGITS = 1000  # far below Python's int-parsing limit; longer "numbers" are not answers
+MAX_ANSWER_CHARS = 2000  # longer stripped answers are rejected unread (1,000 grouped digits take 1,333)
 
 
 def _int_from_match(match: re.Match[str]) -> int | None:
@@ -165,55 +170,51 @@ def _int_from_match(match: re.Match[str]) -> int | None:
 
 
 def parse_int(text: str | None) -> int | None:
-    """Parse a model's answer as an integer, or return None. Regex only; never evaluates anything.
+    """The integer that an answer states, or None when it states anything else. Never evaluates anything.
 
-    Normalisation: Unicode NFKC (fullwidth digits and signs, no-break and thin spaces become ASCII);
-    U+2212 MINUS SIGN and U+2013 EN DASH become ``-``; superscripts, subscripts and vulgar fractions are
-    rejected outright (NFKC would change their meaning); surrounding whitespace and one trailing ``.``
-    are dropped.
+    Normalisation: surrounding whitespace is dropped, and a text still longer than ``MAX_ANSWER_CHARS``
+    (2,000) characters is rejected unread (bounded work per answer); Unicode NFKC (fullwidth digits and
+    signs, no-break and thin spaces become ASCII); U+2212 MINUS SIGN and U+2013 EN DASH become ``-``;
+    superscripts, subscripts and vulgar fractions are rejected outright (NFKC would change their
+    meaning); one trailing ``.`` is dropped.
 
-    Accepted, as the whole text: an optional ``+``/``-`` sign, digits either plain or grouped in
-    thousands by ``,`` / ``_`` / a single space ("1,234", "1_234", "1 234", grouping must be exact:
-    "1,23,4" is rejected), and an optional all-zero fraction ("4.0" -> 4, "3.5" -> None).
+    Then the WHOLE text must be ``[LEAD-IN] NUMBER``, nothing before or after:
 
-    Otherwise, only if the text has at most ``SHORT_TEXT_MAX_CHARS`` (40) characters: a short sentence
-    with exactly one number, surrounded by words only (letters, spaces, ``:``, ``=``, ``$``), such as
-    "= 42", "x = 42", "The answer is 42." or "42 apples"; that number must itself be valid as above.
-    Anything containing another digit or an operator, i.e. an expression such as "2+3", "2 * 3" or
-    "2 + 3 = 5", gives None, as do floats in exponent form, hex, and empty text.
+    - NUMBER: an optional ``+``/``-`` touching the digits, an optional ``$``, digits either plain or
+      grouped in thousands by ``,`` / ``_`` / a single space ("1,234", "1_234", "1 234"; the grouping must
+      be exact: "1,23,4" is rejected), and an optional all-zero fraction ("4.0" -> 4, "3.5" -> None).
+    - LEAD-IN (optional, any letter case): ``=``, or a name followed by ``:``, ``=``, ``is``, ``is:`` or
+      ``is =``, where the name is a single letter (a variable, "x = 42") or one of "answer", "result",
+      each optionally preceded by "the" and/or "final" ("Answer: 7", "The final answer is -7.").
+
+    So "42", "-1,234.", "$42", "x=-3" and "The answer is 42." give numbers, and everything else is None:
+    negations and verdicts ("not 42", "42 is wrong", "The answer is not 42", "isn't 42", "no, 42"), any
+    word before or after the number ("so the answer is 42", "about 42", "42 apples"), sign words ("minus 7"
+    and "negative 7" are rejected, never read as 7: write "-7"), number words ("forty-two"), several
+    numbers ("41 or 42", "41, 42"), expressions ("2+3", "6*7 = 42"), floats, exponents, hex and empty text.
     """
     if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if len(text) > MAX_ANSWER_CHARS:
         return None
     if any(unicodedata.decomposition(ch).startswith(_MEANING_CHANGING) for ch in text if ord(ch) > 127):
         return None
     s = unicodedata.normalize("NFKC", text).translate(_MINUS_SIGNS).strip()
     if s.endswith("."):
         s = s[:-1].rstrip()
-    if not s:
-        return None
-    match = _NUMBER_RE.fullmatch(s)
-    if match is not None:
-        return _int_from_match(match)
-    if len(s) > SHORT_TEXT_MAX_CHARS:
-        return None
-    return _int_from_sentence(s)
-
-
-def _int_from_sentence(s: str) -> int | None:
-    """The only number of a short sentence such as "x = 42", or None (see :func:`parse_int`)."""
-    candidates = list(_CANDIDATE_RE.finditer(s))
-    if len(candidates) != 1:
-        return None
-    number = candidates[0].group()
-    prefix, suffix = s[: candidates[0].start()], s[candidates[0].end() :]
-    if prefix[-1:] in ("+", "-") and prefix[-2:-1] in ("", " ", "=", ":"):
-        number, prefix = prefix[-1] + number, prefix[:-1]
-    if prefix[-1:].isalpha():
-        return None  # glued to a word, as in "x2"
-    if not (_PREFIX_RE.fullmatch(prefix) and _SUFFIX_RE.fullmatch(suffix)):
-        return None
-    match = _NUMBER_RE.fullmatch(number)
+    match = _ANSWER_RE.fullmatch(s)
     return _int_from_match(match) if match is not None else None
+
+
+def answer_int(completion: Any) -> int | None:
+    """The integer that a completion's ``<answer>`` block states, or None.
+
+    ``parse_int(extract_answer(completion_text(completion)))``: a string or a conversational completion,
+    the last closed answer block, then :func:`parse_int`'s rule ("<answer>42</answer>" -> 42,
+    "<answer>not 42</answer>" -> None). The one step that the correctness and integer rewards share.
+    """
+    return parse_int(extract_answer(completion_text(completion)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -246,31 +247,65 @@ def _ground_truth(value: Any) -> int:
 def correctness_reward(
     prompts: Sequence[Any] | None, completions: Sequence[Any], answer: Any, **kwargs: Any
 ) -> list[float]:
-    """``CORRECTNESS_REWARD`` (2.0) when the extracted answer parses to the ground-truth integer, else 0.0.
+    """``CORRECTNESS_REWARD`` (2.0) when the extracted answer states the ground-truth integer, else 0.0.
+
+    "States" is :func:`parse_int`'s rule: the number and nothing that negates or changes it ("42" and
+    "The answer is 42." count; "not 42", "42 is wrong" and "about 42" do not).
 
     ``answer`` is the dataset column: one value per completion (strings such as "42" or "-7"); a single
     value is used for every completion. A ground truth that is not an integer raises ValueError (a data
     bug); model text never raises.
     """
-    texts = _texts(completions)
-    truths = [_ground_truth(a) for a in _per_completion(answer, len(texts), "answer")]
-    return [
-        CORRECTNESS_REWARD if parse_int(extract_answer(t)) == truth else 0.0
-        for t, truth in zip(texts, truths, strict=True)
-    ]
+    stated = [answer_int(c) for c in (completions or [])]
+    truths = [_ground_truth(a) for a in _per_completion(answer, len(stated), "answer")]
+    return [CORRECTNESS_REWARD if s == truth else 0.0 for s, truth in zip(stated, truths, strict=True)]
 
 
 def int_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """``INT_REWARD`` (0.5) when the extracted answer parses as an integer (right or wrong), else 0.0."""
-    return [INT_REWARD if parse_int(extract_answer(t)) is not None else 0.0 for t in _texts(completions)]
+    """``INT_REWARD`` (0.5) when the extracted answer states an integer (right or wrong; see
+    :func:`parse_int`), else 0.0."""
+    return [INT_REWARD if answer_int(c) is not None else 0.0 for c in (completions or [])]
 
 
-# Inner parts may not contain another tag, so two answer blocks can't pass as one.
-_NO_TAG = r"(?:(?!</?(?:reasoning|answer)>).)*?"
-_STRICT_RE = re.compile(
-    rf"<reasoning>\n{_NO_TAG}\n</reasoning>\n<answer>\n{_NO_TAG}\n</answer>\n?", re.DOTALL
-)
-_SOFT_RE = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+_REASONING_OPEN = "<reasoning>"
+_REASONING_CLOSE = "</reasoning>"
+_TAGS = (_REASONING_OPEN, _REASONING_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE)
+_STRICT_MIDDLE = "\n</reasoning>\n<answer>\n"
+# Literal start, then one whitespace run: runs after different matches are disjoint, so search is linear.
+_SOFT_JOIN_RE = re.compile(r"</reasoning>\s*<answer>")
+
+
+def _is_strict_format(text: str) -> bool:
+    """``<reasoning>\\n A \\n</reasoning>\\n<answer>\\n B \\n</answer>[\\n]``, A and B free of tags.
+
+    String methods only, linear time. Equivalent to fullmatching the DOTALL regular expression
+    ``<reasoning>\\n(?:(?!TAG).)*?\\n</reasoning>\\n<answer>\\n(?:(?!TAG).)*?\\n</answer>\\n?`` with TAG =
+    ``</?(?:reasoning|answer)>`` (the rule before, 0.1 s per MB): a tag holds no newline and every part
+    around A and B ends or starts with one, so "A and B hold no tag" is "each tag occurs exactly once".
+    """
+    body = text[:-1] if text.endswith(_ANSWER_CLOSE + "\n") else text
+    reasoning, middle, answer = body.partition(_STRICT_MIDDLE)
+    return (
+        bool(middle)
+        and reasoning.startswith(_REASONING_OPEN + "\n")
+        and answer.endswith("\n" + _ANSWER_CLOSE)
+        and all(body.count(tag) == 1 for tag in _TAGS)
+    )
+
+
+def _has_soft_format(text: str) -> bool:
+    """Whether ``<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>`` (DOTALL) occurs anywhere; linear time.
+
+    Searching that pattern directly is quadratic (every ``<reasoning>`` restarts a scan to the end: 4 s
+    on 100 kB of unclosed tags). Equivalent test: the first ``<reasoning>`` is the best start and the
+    last ``</answer>`` the best end, so it suffices that the first ``</reasoning>\\s*<answer>`` after the
+    first ``<reasoning>`` is followed by a ``</answer>``.
+    """
+    start = text.find(_REASONING_OPEN)
+    if start < 0:
+        return False
+    join = _SOFT_JOIN_RE.search(text, start + len(_REASONING_OPEN))
+    return join is not None and text.find(_ANSWER_CLOSE, join.end()) >= 0
 
 
 def strict_format_reward(
@@ -278,11 +313,11 @@ def strict_format_reward(
 ) -> list[float]:
     """``STRICT_FORMAT_REWARD`` (0.5) when the whole completion is exactly the format, else 0.0.
 
-    The pattern is ``^<reasoning>\\n.*?\\n</reasoning>\\n<answer>\\n.*?\\n</answer>\\n?$`` (DOTALL), where
-    the two inner parts may not contain another reasoning/answer tag: nothing before or after, newlines
-    exactly where shown, one block of each.
+    The format is ``<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>`` and an optional final
+    newline, where the two inner parts may not contain another reasoning/answer tag: nothing before or
+    after, newlines exactly where shown, one block of each.
     """
-    return [STRICT_FORMAT_REWARD if _STRICT_RE.fullmatch(t) else 0.0 for t in _texts(completions)]
+    return [STRICT_FORMAT_REWARD if _is_strict_format(t) else 0.0 for t in _texts(completions)]
 
 
 def soft_format_reward(
@@ -290,7 +325,7 @@ def soft_format_reward(
 ) -> list[float]:
     """``SOFT_FORMAT_REWARD`` (0.5) when ``<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>`` occurs
     anywhere (DOTALL), whatever the newlines and surrounding text, else 0.0."""
-    return [SOFT_FORMAT_REWARD if _SOFT_RE.search(t) else 0.0 for t in _texts(completions)]
+    return [SOFT_FORMAT_REWARD if _has_soft_format(t) else 0.0 for t in _texts(completions)]
 
 
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
