@@ -84,11 +84,11 @@ def build_model(folder: Path) -> None:
     for key in STRAY_TOKENIZER_KEYS:
         tokenizer.pop(key, None)
     _write(folder / "tokenizer_config.json", json.dumps(tokenizer, indent=2) + "\n")
-    special = {k: tokenizer[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if k in tokenizer}
+    special = {k: tokenizer[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     special["additional_special_tokens"] = ["<|im_start|>", "<|im_end|>"]
     _write(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
-    _write(folder / "README.md", "---\nlibrary_name: transformers\nlicense: apache-2.0\nlanguage:\n- en\n---\n"
-           "# SmolLM2-135M-Instruct (local copy, converted from the course's GGUF)\n")
+    _write(folder / "README.md", "---\nlibrary_name: transformers\nlicense: apache-2.0\nlanguage:\n- en\n"
+           "---\n# SmolLM2-135M-Instruct (local copy, converted from the course's GGUF)\n")
 
 
 def build_alpaca(folder: Path, n: int, seed: int) -> None:
@@ -166,7 +166,7 @@ def build_code_search_net(folder: Path, n: int, seed: int) -> None:
     card += ["configs:", f"- config_name: {CODE_CONFIG}", "  data_files:"]
     card += [line for split in CODE_SPLITS
              for line in (f"  - split: {split}", f"    path: {CODE_CONFIG}/{split}-*")]
-    card += ["---", "# CodeSearchNet, Python (local copy: functions from unsloth_course.data.stdlib_functions)", ""]
+    card += ["---", "# CodeSearchNet, Python (local copy: unsloth_course.data.stdlib_functions)", ""]
     _write(folder / "README.md", "\n".join(card))
 
 

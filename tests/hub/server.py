@@ -113,7 +113,7 @@ class Repo:
             commit.update(f"{path}\0{file.oid}\n".encode())
         self.sha = commit.hexdigest()
         newest = max((file.source.stat().st_mtime for file in self.files.values()), default=time.time())
-        self.last_modified = datetime.fromtimestamp(newest, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        self.last_modified = datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def check_revision(self, rev: str) -> None:
         if unquote(rev) not in ("main", "refs/heads/main", self.sha):
@@ -124,7 +124,7 @@ class Repo:
                 "gated": False, "disabled": False, "siblings": [{"rfilename": path} for path in self.files]}
 
     def tree(self, folder: str, recursive: bool) -> list[dict]:
-        """The folders and files under `folder` ("" = the root), like /api/.../tree; 404 if it is no folder."""
+        """The folders and files under `folder` ("" = the root) as /api/.../tree lists them; 404 if none."""
         folder = folder.strip("/")
         if folder and folder not in self.dirs:
             raise HubError(404, "EntryNotFound", f'{folder} does not exist on "main"')
