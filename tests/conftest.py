@@ -9,6 +9,7 @@ import shutil
 import tempfile
 
 import pytest
+from hub.fixtures import local_hub  # noqa: F401  (a local Hub server: tests/hub/README.md)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -1,0 +1,1 @@
+"""A local, Hub-compatible HTTP server and the repositories it serves, for tests without Hub access."""
