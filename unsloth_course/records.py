@@ -9,6 +9,8 @@ from pathlib import Path
 
 from unsloth_course.backend import backend_info
 
+import pandas as pd
+
 from unsloth_course import settings
 
 
@@ -31,3 +33,26 @@ def read_run_records(runs_dir: Path | str | None = None) -> dict[str, dict]:
     if not folder.is_dir():
         return {}
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+COMPARED = {"trainable_params": "trainable parameters", "trainable_pct": "trainable %", "runtime_s": "time (s)",
+            "tokens_per_s": "tokens/s", "memory_peak_gb": "peak memory (GB)", "checkpoint_mb": "checkpoint (MB)",
+            "profile": "profile"}
+
+
+def _held_out_loss(record: dict, stage: str) -> float | None:
+    value = (record.get("held_out") or {}).get(stage)
+    return value.get("loss") if isinstance(value, dict) else None
+
+
+def comparison_table(runs: dict[str, dict]) -> pd.DataFrame:
+    """Run records side by side (notebook 2 compares LoRA with notebook 1): held-out answer loss before and after,
+    then the costs. A column per run."""
+    columns = {}
+    for name, record in runs.items():
+        column = {"held-out answer loss before": _held_out_loss(record, "before"),
+                  "held-out answer loss after": _held_out_loss(record, "after")}
+        column.update({label: record.get(key) for key, label in COMPARED.items()})
+        column["device"] = (record.get("backend") or {}).get("device_name")
+        columns[name] = column
+    return pd.DataFrame(columns)

@@ -25,7 +25,7 @@ from unsloth_course.settings import quick_mode
 TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
 PROFILES = ("full", "quick", "throughput")
 ATTENTION_KERNELS = (None, "sdpa", "eager", "flex_attention", "flash_attention_2")
-PACKING_STRATEGIES = ("bfd", "wrapped")
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")  # TRL packing strategies
 # LoRA on every attention and MLP projection of a Llama-style block (Unsloth's default target list too)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDING_TARGETS = ("embed_tokens", "lm_head")
