@@ -52,12 +52,13 @@ def test_exact_duplicates_ignore_case_spacing_and_punctuation():
 def test_near_duplicates_are_copies_and_light_edits():
     summary = SFT_PROMPTS[2]
     assert is_near_duplicate(summary, summary.replace("Tuesday", "Wednesday"))  # one word of ~40
-    assert is_near_duplicate(summary, "Give a short summary of the paragraph below.\n\n" + summary.split("\n\n")[1])
+    paragraph = summary.split("\n\n")[1]
+    assert is_near_duplicate(summary, "Give a short summary of the paragraph below.\n\n" + paragraph)
     assert is_near_duplicate("Sam has 3 apples and buys 2 bags with 6 apples in each bag. How many now?",
                              "Mia has 3 apples and buys 2 bags with 6 apples in each bag. How many now?")
-    assert is_near_duplicate("Write a Python function that returns the factorial of a non-negative integer n.",
+    assert is_near_duplicate("Write a Python function that returns the factorial of a non-negative integer.",
                              "Can you write a Python function that returns the factorial of a non-negative "
-                             "integer n?")
+                             "integer?")
 
 
 def test_different_questions_are_not_duplicates():
@@ -65,7 +66,7 @@ def test_different_questions_are_not_duplicates():
     assert not is_near_duplicate("What is 93 + 18?", "What is 93 + 17?")  # another number: another question
     assert not is_near_duplicate("What is 93 + 18?", "What is 93 - 18?")
     assert not is_near_duplicate("Sam has 3 apples and buys 2 bags with 6 apples in each bag.",
-                                 "Sam has 6 apples and buys 2 bags with 3 apples in each bag.")  # order counts
+                                 "Sam has 6 apples and buys 2 bags with 3 apples in each bag.")  # in order
     assert not is_near_duplicate('Sort the letters of the word "puzzle" in alphabetical order.',
                                  'Sort the letters of the word "garden" in alphabetical order.')
     assert similarity("Name the capital city of France.", "What is the capital of France?") == 0.5
@@ -174,7 +175,8 @@ def test_math_problems_held_out_are_not_in_training(levels, capsys):
             train, test = splits["train"], splits["test"]
             found = find_contaminated(train["question"], test["question"])
             assert not found, [(train[i]["question"], test[j]["question"]) for i, j in found[:3]]
-            shared = {computations(r) for r in train["reasoning"]} & {computations(r) for r in test["reasoning"]}
+            trained = {computations(r) for r in train["reasoning"]}
+            shared = trained & {computations(r) for r in test["reasoning"]}
             assert not shared, sorted(shared)[:3]  # "Calculate 4 + 13." held out, "What is 13 + 4?" trained
 
 
