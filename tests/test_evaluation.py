@@ -153,6 +153,11 @@ def test_perplexity_report_has_per_text_values_and_an_interval(tiny_model):
         ev.perplexity_report(model, tokenizer, ["Hello there", "Hi"])
     change = ev.compare_perplexity(report, report)
     assert change.change.value == 0 and change.perplexity_ratio.value == 1
+    table = ev.loss_table({"held-out code": change, "general text": change})
+    assert list(table.index) == ["held-out code (3 rows)", "general text (3 rows)"]
+    assert list(table.columns) == ["perplexity before", "perplexity after", "after / before",
+                                   "loss change (nats/token)", "rows improved"]
+    assert table.iloc[0]["after / before"] == "x1.000 (95% CI 1.000-1.000)"
 
 
 # ---------------------------------------------------------------- DPO: preference metrics

@@ -283,6 +283,22 @@ class LossChange:
                 "rows_improved": self.improved.to_record(digits)}
 
 
+def loss_table(changes: Mapping[str, LossChange]):
+    """A DataFrame with one row per evaluated set (e.g. "held-out code", "general text"): perplexity before
+    and after, the perplexity ratio after / before and the loss change, each with its 95% interval."""
+    import pandas as pd
+
+    rows = {}
+    for name, change in changes.items():
+        ratio = change.perplexity_ratio
+        rows[f"{name} ({change.before.rows} rows)"] = {
+            "perplexity before": str(change.before.perplexity),
+            "perplexity after": str(change.after.perplexity),
+            "after / before": f"x{ratio.value:.3f} (95% CI {ratio.low:.3f}-{ratio.high:.3f})",
+            "loss change (nats/token)": str(change.change), "rows improved": str(change.improved)}
+    return pd.DataFrame(rows).T
+
+
 def compare_answer_loss(before: TokenLoss, after: TokenLoss) -> LossChange:
     """The change in held-out answer loss (after - before) on the same rows, with its paired interval."""
     return LossChange(before, after)
