@@ -367,3 +367,20 @@ def test_json_safe_records(tmp_path):
     path = records.write_run_record("evaluation-test", {"after": math_result([True]), "loss": 1.0}, tmp_path)
     written = json.loads(path.read_text())
     assert written["after"]["problems"] == 1 and written["loss"] == 1.0
+
+
+def test_completion_logprobs_refuse_a_completion_cut_away_before_any_forward_pass():
+    class NoModel:  # fails the test if the model is run
+        def parameters(self):
+            return iter([torch.zeros(1)])
+
+        def __call__(self, **kwargs):
+            raise AssertionError("the model ran")
+
+    from unsloth_course.evaluation import completion_logprobs
+
+    tokenizer = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 0,
+                                 "__call__": lambda self, text, add_special_tokens=False: {
+                                     "input_ids": list(range(1, len(text.split()) + 1))}})()
+    with pytest.raises(ValueError, match="sequence 1: scoring starts at token 3 of 3; nothing to score"):
+        completion_logprobs(NoModel(), tokenizer, [("a b", "c"), ("a b c", "d e")], max_length=3)

@@ -36,6 +36,10 @@ def _score(model, sequences: Sequence[tuple[list[int], int]], pad_id: int,
     before it. Rows are right-padded (padding masked) and batched longest first; results keep input order."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    for index, (tokens, start) in enumerate(sequences):
+        if not 1 <= start < len(tokens):
+            raise ValueError(f"sequence {index}: scoring starts at token {start} of {len(tokens)}; nothing to "
+                             "score (an empty prompt, or a completion cut away by max_length)")
     device = model_device(model)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
@@ -50,9 +54,6 @@ def _score(model, sequences: Sequence[tuple[list[int], int]], pad_id: int,
             logits = model(input_ids=ids, attention_mask=mask).logits
             for row, index in enumerate(batch):
                 tokens, start = sequences[index]
-                if not 1 <= start < len(tokens):
-                    raise ValueError(f"sequence {index}: scoring starts at token {start} of {len(tokens)}; "
-                                     "nothing to score (an empty prompt or a completion cut at max_length)")
                 predicted = logits[row, start - 1:len(tokens) - 1].float()
                 target = ids[row, start:len(tokens)]
                 nll = torch.nn.functional.cross_entropy(predicted, target, reduction="sum")

@@ -140,7 +140,8 @@ class EvalIndex:
 
 
 def prompt_text(prompt: Any) -> str:
-    """The text of a prompt: a string as it is; a list of chat messages as its user turns, joined."""
+    """The text of a prompt: a string as it is; a list of chat messages as its user turns, joined (all its
+    turns when it has no user turn)."""
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, Sequence) and all(isinstance(m, dict) and "content" in m for m in prompt):
