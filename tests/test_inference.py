@@ -177,7 +177,7 @@ def test_a_tokenizer_saved_after_left_padding_reloads_padding_right(tiny_model, 
 
 
 def scripted(tokenizer, answer: str, eos: bool):
-    """A model whose generate() appends `answer`'s tokens (and EOS, then padding, when `eos`) to any prompt."""
+    """A model whose generate() appends `answer`'s tokens (then EOS and padding, when `eos`) to a prompt."""
     import torch
 
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -263,7 +263,8 @@ def test_compare_shows_each_answers_flags():
     before = [Generation(LOOPS["tag blocks"], 48, False, 48), Generation("19", 2, True, 48)]
     table = compare(["What is 9 × 9?", "What is 12 + 7?"], before, ["81", ""])
     html = table._repr_html_()
-    assert html.count("⚠") == 2 and "stopped at max_new_tokens · repetition loop" in html and "⚠ empty" in html
+    assert html.count("⚠") == 2 and "⚠ empty" in html
+    assert "stopped at max_new_tokens · repetition loop" in html
     assert "--- before training:  ⚠ stopped at max_new_tokens · repetition loop\n<reasoning>" in str(table)
     records = table.to_records()
     assert records[0]["flags"] == {"before training": ["stopped at max_new_tokens", "repetition loop"],

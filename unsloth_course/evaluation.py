@@ -38,8 +38,8 @@ def _score(model, sequences: Sequence[tuple[list[int], int]], pad_id: int,
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     for index, (tokens, start) in enumerate(sequences):
         if not 1 <= start < len(tokens):
-            raise ValueError(f"sequence {index}: scoring starts at token {start} of {len(tokens)}; nothing to "
-                             "score (an empty prompt, or a completion cut away by max_length)")
+            raise ValueError(f"sequence {index}: scoring starts at token {start} of {len(tokens)}; nothing "
+                             "to score (an empty prompt, or a completion cut away by max_length)")
     device = model_device(model)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
