@@ -21,7 +21,12 @@ from unsloth_course.cli import distributed
 from unsloth_course.cli.distributed import print_main
 from unsloth_course.cli.kernels import set_grpo_sequence_packing
 from unsloth_course.cli.profiling import GenerationTimer, format_generation_split, profile_callback_from_env
-from unsloth_course.evaluation import math_accuracy, perplexity, preference_accuracy
+from unsloth_course.evaluation import (
+    math_accuracy,
+    perplexity_report,
+    preference_metrics,
+    stage_contributions,
+)
 from unsloth_course.export import save_adapter, save_merged
 from unsloth_course.hardware import report_once
 from unsloth_course.inference import chat, compare, generate, padding_side
@@ -136,7 +141,7 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
     split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
     held_out = split["test"]
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
-    acc_before = options.evaluating(preference_accuracy, model, tokenizer, held_out, recipe.max_seq_length,
+    acc_before = options.evaluating(preference_metrics, model, tokenizer, held_out, recipe.max_seq_length,
                                     recipe.beta)
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     trainer = trainers.dpo_trainer(recipe, model, tokenizer, split["train"], str(out), options.callback_list(),
@@ -144,12 +149,14 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     if options.train_only:
         return summary
-    acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
+    acc_after = preference_metrics(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
     after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     sizes = _save(model, tokenizer, out, merged=True)
     print(f"held-out preference accuracy (log p chosen > log p rejected): "
-          f"{acc_before['logp_accuracy']:.1%} -> {acc_after['logp_accuracy']:.1%}")
-    return {**summary, **sizes, "preference_before": acc_before, "preference_after": acc_after,
+          f"{acc_before.logp_accuracy} -> {acc_after.logp_accuracy}; implicit-reward accuracy after "
+          f"{acc_after.reward_accuracy}")
+    return {**summary, **sizes, "preference_before": acc_before.to_record(),
+            "preference_after": acc_after.to_record(),
             "answers": compare(prompts, before, after).to_records()}
 
 
@@ -185,12 +192,14 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     sizes = _save(model, tokenizer, out, merged=True)
     trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
     for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
-        print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
-              f"{result['strict_format']:.1%}, soft format {result['soft_format']:.1%}")
-    strip = ("completions",)
+        print(f"held-out {name:14s}: accuracy {result.accuracy}, strict format {result.strict_format}, "
+              f"soft format {result.soft_format}")
+    stages = stage_contributions(eval_before, eval_warm, eval_after)
+    print(stages)
     return {**summary, **sizes, "reward_start": trend[1] if trend else None, "reward_end": trend[2] if trend else None,
-            **{f"eval_{k}": {x: v for x, v in r.items() if x not in strip}
-               for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
+            **{f"eval_{k}": r.to_record()
+               for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))},
+            "stage_contributions": stages.to_record()}
 
 
 def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
@@ -202,9 +211,11 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
     headers = list(CODE_HEADERS)
 
-    def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check
-        return {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
-                "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+    def perplexities() -> dict[str, Any]:  # held-out code, and general text for the forgetting check
+        reports = {"code": perplexity_report(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
+                   "general": perplexity_report(model, tokenizer, general, recipe.max_seq_length)}
+        return {**{k: r.perplexity.value for k, r in reports.items()},
+                **{f"{k}_ci": list(r.perplexity.interval) for k, r in reports.items()}}
 
     ppl_before = options.evaluating(perplexities)
     before = options.evaluating(generate, model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)

@@ -5,10 +5,12 @@ from unsloth_course.data.cpt import (
     CODE_CONFIG,
     CODE_DATASET,
     add_eos,
+    code_completion_prompts,
     load_python_code,
     stdlib_functions,
     token_lengths,
 )
+from unsloth_course.data.decontamination import decontaminate, find_contaminated, is_near_duplicate
 from unsloth_course.data.dpo import ORCA_DPO_DATASET, load_orca_dpo, to_dpo_conversations
 from unsloth_course.data.generators import COUNTRY_CAPITALS, generate_dpo_rows, generate_sft_rows
 from unsloth_course.data.grpo import (
@@ -49,12 +51,16 @@ __all__ = [
     "TEMPLATES",
     "add_eos",
     "alpaca_prompt",
+    "code_completion_prompts",
+    "decontaminate",
     "drop_blank_rows",
+    "find_contaminated",
     "format_alpaca",
     "format_reasoning_answer",
     "generate_dpo_rows",
     "generate_math_problems",
     "generate_sft_rows",
+    "is_near_duplicate",
     "load_alpaca",
     "load_math_problems",
     "load_orca_dpo",

@@ -6,12 +6,14 @@ import ast
 import random
 import sysconfig
 import textwrap
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from unsloth_course.data.decontamination import find_contaminated
 from unsloth_course.data.generators import try_hub
 from unsloth_course.data.split import split_train_eval
 from unsloth_course.data.validation import validate_rows
@@ -139,7 +141,12 @@ def _hub_code_rows(n_total: int, max_chars: int, seed: int) -> list[dict]:
 
 
 def load_python_code(n_train: int = 400, n_eval: int = 50, seed: int = 3407) -> DatasetDict:
-    """Python functions as raw text ("train", "test"; columns text, name); no function is in both splits."""
+    """Python functions as raw text ("train", "test"; columns text, name); no function is in both splits.
+
+    Training functions that nearly duplicate a held-out one (data.decontamination: the same code with a few
+    names changed, as in functools' _gt_from_le and _ge_from_le) are dropped, so "train" may hold a few rows
+    fewer than `n_train`; the printed line says how many.
+    """
     if n_train < 1 or n_eval < 1:
         raise ValueError(
             f"load_python_code: n_train and n_eval must be at least 1, got {n_train} and {n_eval}"
@@ -156,8 +163,46 @@ def load_python_code(n_train: int = 400, n_eval: int = 50, seed: int = 3407) -> 
     dataset = Dataset.from_list(rows)
     validate_rows(dataset, CODE_SCHEMA, "code")
     splits = split_train_eval(dataset, n_eval=n_eval, seed=seed)
-    print(f"Code data: {len(splits['train'])} train + {len(splits['test'])} eval functions {source}")
+    copies = {i for i, _ in find_contaminated(splits["train"]["text"], splits["test"]["text"])}
+    if copies:
+        splits["train"] = splits["train"].select([i for i in range(len(splits["train"])) if i not in copies])
+    note = f"; {len(copies)} training functions that nearly repeat a held-out one dropped" if copies else ""
+    print(f"Code data: {len(splits['train'])} train + {len(splits['test'])} eval functions {source}{note}")
     return splits
+
+
+def _function_head(text: str) -> str | None:
+    """Signature, docstring (if any) and first body line of the one function `text` defines, ending in a
+    newline; None when the text is not a single parsable function or nothing follows that first line."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    body = tree.body[0].body
+    statements = body[1:] if ast.get_docstring(tree.body[0], clean=False) is not None else body
+    if not statements:
+        return None
+    lines = text.split("\n")
+    head = lines[: statements[0].lineno]  # up to and including the first body statement's first line
+    rest = [line for line in lines[statements[0].lineno:] if line.strip()]
+    return "\n".join(head) + "\n" if rest else None
+
+
+def code_completion_prompts(functions: Sequence[str], n: int | None = None) -> list[str]:
+    """Prompts that make a model continue raw code: the head of each held-out function (its signature,
+    docstring and first body line, ending in a newline), so the model continues inside the function body
+    rather than closing a code block and writing prose. Functions that do not parse on their own, or end at
+    that first line, are skipped; the first `n` heads (all when None) are returned, in order."""
+    if n is not None and n < 1:
+        raise ValueError(f"code_completion_prompts: n must be at least 1 or None, got {n}")
+    heads = [head for head in map(_function_head, functions) if head is not None]
+    if n is not None and len(heads) < n:
+        raise ValueError(f"code_completion_prompts: only {len(heads)} of {len(functions)} functions have a "
+                         f"head to complete (a parsable function with more after its first body line); "
+                         f"asked for {n}")
+    return heads if n is None else heads[:n]
 
 
 def add_eos(dataset: Dataset, eos_token: str, column: str = "text") -> Dataset:

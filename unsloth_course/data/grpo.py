@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 
 from datasets import Dataset, DatasetDict
@@ -33,7 +34,7 @@ def _one_operation(a: int, op: str, b: int, rng: random.Random) -> Problem:
 
 
 def _level_1(rng: random.Random) -> Problem:
-    a, b, op = rng.randint(1, 20), rng.randint(1, 20), rng.choice("+-")
+    a, b, op = rng.randint(1, 25), rng.randint(1, 25), rng.choice("+-")  # 650 distinct computations
     if op == "-" and b > a:
         a, b = b, a
     return _one_operation(a, op, b, rng)
@@ -161,18 +162,39 @@ def _check_level(level: int, where: str) -> None:
         raise ValueError(f"{where}: level must be one of {', '.join(map(str, LEVELS))}, got {level!r}")
 
 
-def generate_math_problems(n: int, level: int = 1, seed: int = 0) -> list[dict]:
-    """`n` distinct problems of one level: question, answer (int), level, reasoning (worked steps)."""
+_STEP = re.compile(r"(-?\d+) ([+\-×÷]) (-?\d+) = (-?\d+)")
+
+
+def computation(reasoning: str) -> tuple[tuple[str, ...], ...]:
+    """The worked steps with the operands of + and × in sorted order: "13 + 4" and "4 + 13" are one
+    computation, asked twice."""
+    steps = []
+    for a, op, b, value in _STEP.findall(reasoning):
+        operands = sorted((a, b), key=int) if op in "+×" else [a, b]
+        steps.append((operands[0], op, operands[1], value))
+    return tuple(steps)
+
+
+def generate_math_problems(
+    n: int, level: int = 1, seed: int = 0, exclude: frozenset = frozenset()
+) -> list[dict]:
+    """`n` distinct problems of one level: question, answer (int), level, reasoning (worked steps).
+
+    Distinct means distinct computations (`computation`): however a problem is phrased, and in whichever
+    order it adds or multiplies, the same computation counts once, so a held-out problem never repeats a
+    training one in other words. `exclude`: computations not to produce (other levels' problems).
+    """
     _check_level(level, "generate_math_problems")
     if n < 1:
         raise ValueError(f"generate_math_problems: n must be at least 1, got {n}")
-    rng, seen, problems = random.Random(seed), set(), []
+    rng, seen, problems = random.Random(seed), set(exclude), []
     for _ in range(n * 200):
         question, steps, answer = _GENERATORS[level](rng)
         reasoning = "\n".join(steps)
-        if reasoning in seen:  # the same computation, however phrased, counts once
+        key = computation(reasoning)
+        if key in seen:  # the same computation, however phrased, counts once
             continue
-        seen.add(reasoning)
+        seen.add(key)
         problems.append({"question": question, "answer": answer, "level": level, "reasoning": reasoning})
         if len(problems) == n:
             return problems
@@ -202,16 +224,17 @@ def load_math_problems(
     for i, level in enumerate(levels):
         count = total // len(levels) + (1 if i < total % len(levels) else 0)
         if count:
-            rows += generate_math_problems(count, level=level, seed=seed * 10 + level)
+            taken = frozenset(computation(row["reasoning"]) for row in rows)
+            rows += generate_math_problems(count, level=level, seed=seed * 10 + level, exclude=taken)
     for row in rows:
         row["prompt"] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": row["question"]},
         ]
         row["answer"] = str(row["answer"])  # reward functions compare it with the text inside <answer>
-    if len({row["question"] for row in rows}) != len(rows):
+    if len({computation(row["reasoning"]) for row in rows}) != len(rows):
         raise ValueError(
-            "load_math_problems: two levels produced the same question; eval would leak into train"
+            "load_math_problems: two levels produced the same computation; eval would leak into train"
         )
     splits = split_train_eval(Dataset.from_list(rows), n_eval=n_eval, seed=seed)
     level_names = ", ".join(map(str, levels))
