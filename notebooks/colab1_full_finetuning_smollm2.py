@@ -56,7 +56,7 @@ import pandas as pd
 import torch
 
 from unsloth_course import data, evaluation, measurement, models, plots, records, trainers, training
-from unsloth_course.inference import chat, compare, model_device
+from unsloth_course.inference import chat, chat_details, compare, model_device
 from unsloth_course.prompts import SFT_PROMPTS
 
 recipe = get_recipe("full", dataset=DATASET)  # the full profile, or the quick one when UNSLOTH_COURSE_QUICK=1
@@ -129,11 +129,7 @@ raw.to_pandas().head(5)
 # prompts below and the held-out instructions.
 
 # %%
-split = data.split_train_eval(raw, recipe.n_eval_rows, recipe.seed)
-eval_prompts = list(SFT_PROMPTS) + [data.row_to_messages(row)[0]["content"] for row in split["test"]]
-train_rows, removed = data.decontaminate(split["train"], eval_prompts)
-print(f"{len(train_rows)} training rows ({removed} removed as near-duplicates of evaluation prompts), "
-      f"{len(split['test'])} held-out rows")
+train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
 
 # %% [markdown]
 # The same row can be rendered in several **prompt formats**. What matters is that training and inference use the
@@ -157,7 +153,7 @@ for style in ("alpaca", "chatml", "llama3"):
 
 # %%
 train_dataset = data.to_prompt_completion(train_rows)
-held_out = data.to_prompt_completion(split["test"])
+held_out = data.to_prompt_completion(held_out_rows)
 print("EOS token:", tokenizer.eos_token, "id", tokenizer.eos_token_id, "| pad token:", tokenizer.pad_token)
 train_dataset[0]
 
@@ -179,7 +175,7 @@ print(loss_before)
 
 # %%
 answer_prompts = list(SFT_PROMPTS) + [row["prompt"] for row in held_out.select(range(min(2, len(held_out))))]
-before = chat(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
+before = chat_details(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
 for prompt, answer in zip(answer_prompts, before):
     print(f">>> {(prompt if isinstance(prompt, str) else prompt[-1]['content'])[:70]}\n{answer}\n")
 
@@ -227,7 +223,8 @@ plots.plot_loss(trainer.state.log_history, "Full fine-tuning: training loss");
 # %%
 loss_after = evaluation.answer_loss(model, tokenizer, held_out, recipe.max_seq_length)
 change = evaluation.compare_answer_loss(loss_before, loss_after)
-evaluation.answer_loss_table({"before training": loss_before, "after training": loss_after}, change)
+print(change)
+change.to_frame()
 
 # %% [markdown]
 # The answers, side by side. Read them: the loss says how well the model predicts good answers, not how well it
@@ -237,8 +234,8 @@ evaluation.answer_loss_table({"before training": loss_before, "after training": 
 # untrained answers can differ at near-ties; compare their held-out losses instead).
 
 # %%
-after = chat(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
-compare(answer_prompts, before, after, tokenizer=tokenizer, max_new_tokens=recipe.max_new_tokens)
+after = chat_details(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
+compare(answer_prompts, before, after)
 
 # %% [markdown]
 # ## Saving
@@ -258,7 +255,7 @@ reloaded, reloaded_tokenizer = FastLanguageModel.from_pretrained(
     model_name=save_dir, max_seq_length=recipe.max_seq_length, dtype=None, load_in_4bit=False,
     full_finetuning=True, float32_mixed_precision=recipe.float32_mixed_precision)
 texts = [tokenizer.apply_chat_template([{"role": "user", "content": p if isinstance(p, str) else p[-1]["content"]},
-                                        {"role": "assistant", "content": a}], tokenize=False)
+                                        {"role": "assistant", "content": str(a)}], tokenize=False)
          for p, a in zip(answer_prompts, after)]
 agreement = evaluation.next_token_agreement(model, reloaded, tokenizer, texts)
 print(f"reloaded vs trained: same next-token prediction at {agreement:.2%} of positions")
@@ -358,8 +355,7 @@ pd.DataFrame(costs).T.rename(columns={"seconds": "step time (s)",
 record = records.write_run_record("full", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
     "checkpoint_mb": measurement.folder_size_mb(save_dir),
-    "held_out": evaluation.to_record({"before": loss_before, "after": loss_after, "change": change}),
-    "answers": compare(answer_prompts, before, after, tokenizer=tokenizer,
-                       max_new_tokens=recipe.max_new_tokens).to_records()})
+    "held_out": change,
+    "answers": compare(answer_prompts, before, after).to_records()})
 print(f"run record written to {record}")
 print(measurement.format_summary(summary))

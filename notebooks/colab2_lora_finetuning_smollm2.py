@@ -46,7 +46,7 @@ from unsloth_course import FastLanguageModel, backend_info, get_recipe  # first:
 import pandas as pd
 
 from unsloth_course import data, evaluation, export, measurement, models, plots, records, trainers, training
-from unsloth_course.inference import chat, compare
+from unsloth_course.inference import chat, chat_details, compare
 from unsloth_course.prompts import SFT_PROMPTS
 
 recipe = get_recipe("lora", dataset=DATASET)
@@ -110,12 +110,8 @@ print(measurement.parameter_line(model))
 
 # %%
 raw = data.load_alpaca(source=recipe.dataset, n_rows=recipe.n_train_rows + recipe.n_eval_rows, seed=recipe.seed)
-split = data.split_train_eval(raw, recipe.n_eval_rows, recipe.seed)
-eval_prompts = list(SFT_PROMPTS) + [data.row_to_messages(row)[0]["content"] for row in split["test"]]
-train_rows, removed = data.decontaminate(split["train"], eval_prompts)
-train_dataset, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(split["test"])
-print(f"{len(train_dataset)} training rows ({removed} removed as near-duplicates of evaluation prompts), "
-      f"{len(held_out)} held-out rows")
+train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
+train_dataset, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(held_out_rows)
 print(data.render_example(train_rows[0], "chatml"))
 
 # %% [markdown]
@@ -127,7 +123,7 @@ print(data.render_example(train_rows[0], "chatml"))
 loss_before = evaluation.answer_loss(model, tokenizer, held_out, recipe.max_seq_length)
 print(loss_before)
 answer_prompts = list(SFT_PROMPTS) + [row["prompt"] for row in held_out.select(range(min(2, len(held_out))))]
-before = chat(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
+before = chat_details(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
 
 # %% [markdown]
 # ## Training configuration
@@ -154,7 +150,8 @@ plots.plot_loss(trainer.state.log_history, "LoRA: training loss");
 # %%
 loss_after = evaluation.answer_loss(model, tokenizer, held_out, recipe.max_seq_length)
 change = evaluation.compare_answer_loss(loss_before, loss_after)
-evaluation.answer_loss_table({"before training": loss_before, "after training": loss_after}, change)
+print(change)
+change.to_frame()
 
 # %% [markdown]
 # The answers, before and after, with flags for answers that loop, stop at `max_new_tokens` or are empty. A small
@@ -162,8 +159,8 @@ evaluation.answer_loss_table({"before training": loss_before, "after training": 
 # measurement, the answers show what it reads like.
 
 # %%
-after = chat(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
-compare(answer_prompts, before, after, tokenizer=tokenizer, max_new_tokens=recipe.max_new_tokens)
+after = chat_details(model, tokenizer, answer_prompts, max_new_tokens=recipe.max_new_tokens)
+compare(answer_prompts, before, after)
 
 # %% [markdown]
 # ## Saving: the adapter, and a merged model
@@ -194,7 +191,7 @@ adapter_model, adapter_tokenizer = FastLanguageModel.from_pretrained(
 merged_model, merged_tokenizer = FastLanguageModel.from_pretrained(
     model_name=merged_dir, max_seq_length=recipe.max_seq_length, dtype=None, load_in_4bit=False)
 texts = [tokenizer.apply_chat_template([{"role": "user", "content": p if isinstance(p, str) else p[-1]["content"]},
-                                        {"role": "assistant", "content": a}], tokenize=False)
+                                        {"role": "assistant", "content": str(a)}], tokenize=False)
          for p, a in zip(answer_prompts, after)]
 agreement = {"adapter reloaded": evaluation.next_token_agreement(model, adapter_model, tokenizer, texts),
              "merged 16-bit": evaluation.next_token_agreement(model, merged_model, tokenizer, texts)}
@@ -269,9 +266,8 @@ print(gguf_files[1].modelfile.read_text())
 records.write_run_record("lora", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
     "checkpoint_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
-    "held_out": evaluation.to_record({"before": loss_before, "after": loss_after, "change": change}),
-    "answers": compare(answer_prompts, before, after, tokenizer=tokenizer,
-                       max_new_tokens=recipe.max_new_tokens).to_records()})
+    "held_out": change,
+    "answers": compare(answer_prompts, before, after).to_records()})
 runs = records.read_run_records()
 if "full" not in runs:
     print("notebook 1 (full fine-tuning) has not run here: showing LoRA only")

@@ -71,7 +71,7 @@ import pandas as pd
 import torch
 
 from unsloth_course import data, evaluation, measurement, models, plots, records, trainers, training
-from unsloth_course.inference import chat, compare
+from unsloth_course.inference import chat, chat_details, compare
 
 recipe = get_recipe("dpo", dataset=DATASET)
 print(backend_info())
@@ -195,13 +195,8 @@ print(f"chosen is the longer answer in {longer:.1%} of the pairs")
 # it. Training pairs whose question repeats a held-out question (exactly or nearly) are removed too.
 
 # %%
-split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
-held_out = split["test"]
-held_out_questions = [row["prompt"][-1]["content"] for row in held_out]
-train_set, removed = data.decontaminate(split["train"], held_out_questions, columns=("prompt",))
+train_set, held_out = data.held_out_split(pairs, recipe.n_eval_rows, recipe.seed)
 eval_prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
-print(f"train: {len(train_set)} pairs ({removed} removed as near-duplicates of held-out questions), "
-      f"held out: {len(held_out)} pairs")
 
 # %% [markdown]
 # ## Baseline: the model before DPO
@@ -230,7 +225,7 @@ print(pref_before)
 # Greedy answers to three held-out prompts, to compare after training:
 
 # %%
-before = chat(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
+before = chat_details(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
 for prompt, answer in zip(eval_prompts, before):
     print(f">>> {prompt[-1]['content'][:70]}\n{answer}\n")
 
@@ -334,8 +329,8 @@ evaluation.preference_table({"before DPO": pref_before, "after DPO": pref_after}
 # change at all). Flags mark answers that loop, stop at `max_new_tokens` or are empty.
 
 # %%
-after = chat(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
-compare(eval_prompts, before, after, tokenizer=tokenizer, max_new_tokens=recipe.max_new_tokens)
+after = chat_details(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
+compare(eval_prompts, before, after)
 
 # %% [markdown]
 # ## Saving the adapter
@@ -407,9 +402,9 @@ for beta in recipe.beta_sweep:
     held = evaluation.preference_metrics(sweep_model, tokenizer, held_out, recipe.max_seq_length, beta)
     sweep_rows.append({"beta": beta,
                        "last train margin": measurement.losses(sweep_logs[beta], "rewards/margins")[-1][1],
-                       "held-out reward margin": held.reward_margin,
-                       "held-out log-ratio margin (margin / beta)": held.reward_margin / beta,
-                       "held-out reward accuracy": held.reward_accuracy})
+                       "held-out reward margin": held.mean_reward_margin.value,
+                       "held-out log-ratio margin (margin / beta)": held.mean_reward_margin.value / beta,
+                       "held-out reward accuracy": held.reward_accuracy.value})
     del sweep_trainer, sweep_model, base  # free each model before the next one
     gc.collect()
     if torch.cuda.is_available():
@@ -478,9 +473,8 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 # %%
 records.write_run_record("dpo", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
-    "held_out": evaluation.to_record({"before": pref_before, "after": pref_after}),
+    "held_out": {"before": pref_before, "after": pref_after},
     "adapter_mb": adapter_mb, "beta_sweep": sweep_table.reset_index().to_dict("records"),
-    "answers": compare(eval_prompts, before, after, tokenizer=tokenizer,
-                       max_new_tokens=recipe.max_new_tokens).to_records(),
+    "answers": compare(eval_prompts, before, after).to_records(),
 })
 print(measurement.format_summary(summary))

@@ -279,12 +279,11 @@ print(f"mean total reward, first {k} steps: {reward_start:.3f}; last {k} steps: 
 
 # %%
 eval_after = evaluation.math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
-stages = {"base model": eval_base, "after warm-up": eval_warm, "after GRPO": eval_after}
-evaluation.math_stage_table(stages)
+evaluation.math_table({"base model": eval_base, "after warm-up": eval_warm, "after GRPO": eval_after})
 
 # %%
 contributions = evaluation.stage_contributions(eval_base, eval_warm, eval_after)
-evaluation.contribution_table(contributions)
+contributions.to_frame()
 
 # %% [markdown]
 # The answers to the first held-out problems, before any training and after GRPO, with flags for loops, answers cut
@@ -293,8 +292,7 @@ evaluation.contribution_table(contributions)
 # %%
 shown = min(3, len(held_out))
 compare([row["question"] for row in held_out.select(range(shown))],
-        eval_base.completions[:shown], eval_after.completions[:shown],
-        tokenizer=tokenizer, max_new_tokens=recipe.max_completion_length)
+        eval_base.generations[:shown], eval_after.generations[:shown])
 
 # %% [markdown]
 # ## Saving
@@ -367,7 +365,6 @@ group_scores.round(3)
 records.write_run_record("grpo", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(train_set), "model": models.model_source(),
     "reward_start": reward_start, "reward_end": reward_end,
-    "held_out": evaluation.to_record({"base": eval_base, "warmup": eval_warm, "after": eval_after,
-                                      "contributions": contributions}),
+    "held_out": {"base": eval_base, "warmup": eval_warm, "after": eval_after, "contributions": contributions},
 })
 print(measurement.format_summary(summary))

@@ -65,7 +65,7 @@ from transformers import TrainerCallback
 from trl import pack_dataset
 
 from unsloth_course import data, evaluation, measurement, models, plots, records, trainers, training
-from unsloth_course.inference import compare, generate
+from unsloth_course.inference import compare, generate_details
 
 recipe = get_recipe("cpt", dataset=DATASET, general_dataset=GENERAL_DATASET)
 print(backend_info())
@@ -245,18 +245,18 @@ for name, result in ppl_before.items():
     print(f"{name:5s}: {result}")
 
 # %% [markdown]
-# **Completions.** The first lines of held-out functions (signature, docstring and the first line of the body) are
-# continued before and after training. Given only a signature and a docstring, an instruction model tends to close
+# **Completions.** The first lines of up to 16 held-out functions (signature, docstring and the first line of the
+# body) are continued before and after training. Given only a signature and a docstring, an instruction model tends to close
 # the code block and explain the function in prose; with the first body line it continues inside the function.
 # `generate` continues raw text (no chat template: a CPT model is a text continuer), greedily; `completion_is_code`
 # checks whether the continuation is Python.
 
 # %%
-heads = data.code_completion_prompts(held_out_code, 3)
-before = generate(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
-for head, completion in zip(heads, before):
+heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
+before = generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
+for head, completion in list(zip(heads, before))[:3]:
     print(f"{head}{completion}\n{'-' * 70}")
-print("continuations that are code:", [evaluation.completion_is_code(h, c) for h, c in zip(heads, before)])
+print("continuations that are Python:", evaluation.code_rate(heads, [str(c) for c in before]))
 
 # %% [markdown]
 # ## Training configuration
@@ -354,10 +354,13 @@ pd.DataFrame({
 # %%
 ppl_after = {"code": evaluation.perplexity_report(model, tokenizer, held_out_code, recipe.max_seq_length),
              "prose": evaluation.perplexity_report(model, tokenizer, general_prose, recipe.max_seq_length)}
-evaluation.perplexity_table({f"held-out Python code ({len(held_out_code)} functions)": (ppl_before["code"],
-                                                                                        ppl_after["code"]),
-                             f"general English prose ({len(general_prose)} texts)": (ppl_before["prose"],
-                                                                                     ppl_after["prose"])})
+perplexity_changes = {
+    f"held-out Python code ({len(held_out_code)} functions)": evaluation.compare_perplexity(ppl_before["code"],
+                                                                                            ppl_after["code"]),
+    f"general English prose ({len(general_prose)} texts)": evaluation.compare_perplexity(ppl_before["prose"],
+                                                                                         ppl_after["prose"]),
+}
+evaluation.loss_table(perplexity_changes)
 
 # %% [markdown]
 # The completions, before and after, with flags for loops and continuations cut at `max_new_tokens`. A greedy
@@ -365,9 +368,9 @@ evaluation.perplexity_table({f"held-out Python code ({len(held_out_code)} functi
 # profile) often leaves them identical.
 
 # %%
-after = generate(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
-print("continuations that are code, after:", [evaluation.completion_is_code(h, c) for h, c in zip(heads, after)])
-compare(heads, before, after, tokenizer=tokenizer, max_new_tokens=recipe.max_new_tokens)
+after = generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
+print("continuations that are Python, after:", evaluation.code_rate(heads, [str(c) for c in after]))
+compare(heads[:3], before[:3], after[:3])
 
 # %% [markdown]
 # ## Saving, and checking that the merge kept the training
@@ -507,7 +510,7 @@ assert changed_share >= 0.9, "the merged projections are the base weights: the L
 
 # %%
 print(f"reloaded tokenizer padding side: {merged_tokenizer.padding_side}")
-code_before, code_after = ppl_before["code"].perplexity, ppl_after["code"].perplexity
+code_before, code_after = ppl_before["code"].perplexity.value, ppl_after["code"].perplexity.value
 ppl_reloaded = evaluation.perplexity(merged_model, merged_tokenizer, held_out_code, recipe.max_seq_length)
 gain = code_before - code_after
 merge_check = pd.DataFrame({"held-out code perplexity": {
@@ -633,9 +636,10 @@ records.write_run_record("cpt", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(code["train"]),
     "general_data": data.source_of(general_prose), "model": models.model_source(),
     "adapter_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
-    "held_out": evaluation.to_record({"before": ppl_before, "after": ppl_after}),
+    "held_out": perplexity_changes,
     "perplexity_merged_reloaded": ppl_reloaded, "optimizer_groups": groups,
-    "answers": compare(heads, before, after, tokenizer=tokenizer,
-                       max_new_tokens=recipe.max_new_tokens).to_records(),
+    "code_continuations": {"before": evaluation.code_rate(heads, before),
+                           "after": evaluation.code_rate(heads, after)},
+    "answers": compare(heads, before, after).to_records(),
 })
 print(measurement.format_summary(summary))

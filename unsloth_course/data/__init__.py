@@ -35,7 +35,7 @@ from unsloth_course.data.sft import (
     to_alpaca_text,
     to_chat_messages,
 )
-from unsloth_course.data.split import split_train_eval
+from unsloth_course.data.split import held_out_split, split_train_eval
 from unsloth_course.data.validation import drop_blank_rows, validate_rows
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "render_chat_text",
     "render_example",
     "row_to_messages",
+    "held_out_split",
     "split_train_eval",
     "stdlib_functions",
     "to_alpaca_text",

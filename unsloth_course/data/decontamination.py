@@ -160,7 +160,8 @@ def row_text(row: dict, columns: Sequence[str]) -> str:
 PROMPT_COLUMNS = (("instruction", "input"), ("question",), ("prompt",), ("text",))
 
 
-def _prompt_columns(dataset: Dataset, columns: Sequence[str] | None) -> tuple[str, ...]:
+def prompt_columns(dataset: Dataset, columns: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The columns that hold a row's prompt: `columns` checked, or the first usual set the dataset has."""
     names = dataset.column_names
     if columns is None:
         for candidate in PROMPT_COLUMNS:
@@ -197,7 +198,7 @@ def decontaminate(dataset: Dataset, eval_prompts: Iterable[Any], columns: Sequen
     columns: the columns that hold a row's prompt (default: instruction + input, question, prompt or text,
     the first set the dataset has).
     """
-    columns = _prompt_columns(dataset, columns)
+    columns = prompt_columns(dataset, columns)
     index = EvalIndex(eval_prompts, threshold)
     if not len(index):
         raise ValueError("decontaminate: eval_prompts is empty; pass the prompts the model is evaluated on")
