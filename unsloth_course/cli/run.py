@@ -114,7 +114,7 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     model, tokenizer = trainers.load_model(recipe, model_name)
     if not full:
         model = trainers.add_lora(model, recipe)
-    train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
+    train_set = data.to_prompt_completion(data.load_alpaca(recipe.dataset, recipe.n_train_rows, recipe.seed))
     prompts = list(SFT_PROMPTS)
     before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
     trainer = trainers.sft_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
@@ -131,7 +131,8 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    pairs = data.to_dpo_conversations(data.load_orca_dpo(recipe.n_train_rows + recipe.n_eval_rows, recipe.seed))
+    pairs = data.to_dpo_conversations(data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows,
+                                                         recipe.seed))
     pairs = data.filter_long_prompts(pairs, tokenizer, recipe.max_prompt_length)
     split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
     held_out = split["test"]
@@ -157,7 +158,8 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
              options: RunOptions = RunOptions()) -> dict[str, Any]:
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed)
+    problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed,
+                                      source=recipe.dataset)
     held_out = problems["test"]
     eval_before = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     if recipe.warmup_sft_steps and not options.train_only:
@@ -197,9 +199,10 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    code = data.load_python_code(recipe.n_train_rows, recipe.n_eval_rows, recipe.seed)
+    code = data.load_python_code(recipe.dataset, recipe.n_train_rows, recipe.n_eval_rows, recipe.seed,
+                                 max_seq_length=recipe.max_seq_length)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
-    general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
+    general = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
     headers = list(CODE_HEADERS)
 
     def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check
