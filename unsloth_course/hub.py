@@ -141,6 +141,21 @@ def is_network_error(exc: BaseException) -> bool:
     return False
 
 
+def network_failure(exc: BaseException) -> str:
+    """What went wrong on the network, in a few words: "HTTP 503 Service Unavailable", the transport error
+    ("ConnectError: [Errno 111] Connection refused"), else the outermost error."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    chain = list(exception_chain(exc))
+    for error in chain:
+        response = getattr(error, "response", None)
+        if isinstance(error, HfHubHTTPError) and response is not None:
+            return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    transport = [error for error in chain if isinstance(error, httpx.TransportError)]
+    return error_summary(transport[0] if transport else exc, 160)
+
+
 class SourceError(ValueError):
     """The model or a dataset cannot be loaded from where it was asked for; the message says what to do."""
 

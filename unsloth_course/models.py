@@ -21,6 +21,7 @@ from unsloth_course.hub import (
     is_network_error,
     is_repo_id,
     looks_like_path,
+    network_failure,
     offline_variable,
     warn,
 )
@@ -206,7 +207,7 @@ def resolve_model(model_name: str = DEFAULT_MODEL, verbose: bool = True) -> str:
         except Exception as error:  # noqa: BLE001 -- sorted below: network failures fall back, the rest stop
             if not is_network_error(error):
                 raise ModelSourceError(_hub_failure(model_name, error)) from error
-            why = f"the Hub ({endpoint}) failed: {error_summary(error, 160)}"
+            why = f"the Hub ({endpoint}) failed: {network_failure(error)}"
             warn(f"{why}; the model cannot be downloaded now")
         else:
             return _record(model_name, "hub", f"Model: {model_name} from the Hub ({endpoint})", model_name,

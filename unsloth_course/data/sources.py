@@ -36,6 +36,7 @@ from unsloth_course.hub import (
     is_network_error,
     is_repo_id,
     looks_like_path,
+    network_failure,
     offline_variable,
     warn,
 )
@@ -368,7 +369,7 @@ def fetch(
         if mode == OFFLINE:
             why = f"{offline_variable()} and {repo_id} is not in the Hugging Face cache"
         else:
-            why = f"loading {repo_id} from the Hub ({endpoint}) failed: {error_summary(error, 160)}"
+            why = f"loading {repo_id} from the Hub ({endpoint}) failed: {network_failure(error)}"
             warn(f"{why}. Check the connection or HF_ENDPOINT; the course continues with generated rows")
         if own:
             raise DataSourceError(f"cannot load {repo_id}: {why}; {OWN_DATA_HINT}") from error
