@@ -1,5 +1,5 @@
-"""unsloth_course.hub: the probe follows HF_ENDPOINT and is bounded, offline decisions are fast, network errors
-are told apart from answers, the token is read but never shown."""
+"""unsloth_course.hub: the probe follows HF_ENDPOINT and is bounded, offline decisions are fast, network
+errors are told apart from answers, the token is read but never shown."""
 
 import socket
 import sys
@@ -88,7 +88,7 @@ def test_endpoint_address(endpoint, address):
     assert hub.endpoint_address(endpoint) == address
 
 
-@pytest.mark.parametrize("endpoint", ["huggingface.co", "ftp://huggingface.co", "http://host:99999", "http://"])
+@pytest.mark.parametrize("endpoint", ["huggingface.co", "ftp://hf.co", "http://host:99999", "http://"])
 def test_endpoint_address_rejects_what_is_not_an_http_url(endpoint):
     with pytest.raises(ValueError, match="HF_ENDPOINT="):
         hub.endpoint_address(endpoint)

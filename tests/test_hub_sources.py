@@ -74,8 +74,11 @@ def served_orca(local_hub) -> list[dict]:
 
 def served_functions(local_hub) -> set[str]:
     folder = local_hub.root / "datasets" / CODE_ID / CODE_CONFIG
-    return {text for path in folder.glob("train-*.parquet") for text in pq.read_table(path)["whole_func_string"]
-            .to_pylist()}
+    return {
+        text
+        for path in folder.glob("train-*.parquet")
+        for text in pq.read_table(path)["whole_func_string"].to_pylist()
+    }
 
 
 # ---------------------------------------------------------------- fixtures: one client process each
@@ -83,7 +86,7 @@ def served_functions(local_hub) -> set[str]:
 
 @pytest.fixture(scope="module")
 def problem_hub(tmp_path_factory):
-    """A second server: the problem repositories, and yahma/alpaca-cleaned in an outage (503 to everything)."""
+    """A second server: the problem repositories, and yahma/alpaca-cleaned in an outage (503 to all)."""
     root = build_problem_repos(tmp_path_factory.mktemp("problem_hub"))
     outage = root / "datasets" / ALPACA_ID
     write_alpaca(outage, generate_sft_rows(20), "always 503")
@@ -100,11 +103,19 @@ def problem_hub(tmp_path_factory):
 def slow_runs(problem_hub, tmp_path_factory):
     """Started first, collected last: the calls that wait out the libraries' retries (about 24 s each), in
     parallel with the rest. An outage of the default dataset; the real libraries against a closed port."""
-    outage = start_clients(client_env(problem_hub.endpoint, tmp_path_factory.mktemp("hf_outage")),
-                           call("sft", n_rows=20), script=COURSE_CLIENTS)
-    refused = [start_clients(client_env(f"http://127.0.0.1:{closed_port()}", tmp_path_factory.mktemp("hf_refused")),
-                             call("raw", call=what), script=COURSE_CLIENTS)
-               for what in (f"dataset:{ALPACA_ID}", f"config:{MODEL_ID}")]
+    outage = start_clients(
+        client_env(problem_hub.endpoint, tmp_path_factory.mktemp("hf_outage")),
+        call("sft", n_rows=20),
+        script=COURSE_CLIENTS,
+    )
+    refused = [
+        start_clients(
+            client_env(f"http://127.0.0.1:{closed_port()}", tmp_path_factory.mktemp("hf_refused")),
+            call("raw", call=what),
+            script=COURSE_CLIENTS,
+        )
+        for what in (f"dataset:{ALPACA_ID}", f"config:{MODEL_ID}")
+    ]
     return outage, refused
 
 
@@ -116,9 +127,13 @@ def hf_home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def online(local_hub, hf_home, slow_runs):
     results = run_clients(client_env(local_hub.endpoint, hf_home), *COURSE_CALLS, script=COURSE_CLIENTS)
-    # what the notebooks then do: load the model and tokenizer (cached whole), and a full copy of the code data
-    run_clients(client_env(local_hub.endpoint, hf_home), f"tokenizer:{MODEL_ID}", f"model:{MODEL_ID}",
-                f"dataset:{CODE_ID}:{CODE_CONFIG}")
+    # what the notebooks do next: load the model and tokenizer (cached whole); and a full copy of the code
+    run_clients(
+        client_env(local_hub.endpoint, hf_home),
+        f"tokenizer:{MODEL_ID}",
+        f"model:{MODEL_ID}",
+        f"dataset:{CODE_ID}:{CODE_CONFIG}",
+    )
     return results
 
 
@@ -132,7 +147,9 @@ def offline(online, hf_home):
 def unreachable(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{closed_port()}"
     env = client_env(endpoint, tmp_path_factory.mktemp("hf_unreachable"))
-    return endpoint, run_clients(env, SFT, MODEL, call("dpo", source="someone/own-pairs"), script=COURSE_CLIENTS)
+    return endpoint, run_clients(
+        env, SFT, MODEL, call("dpo", source="someone/own-pairs"), script=COURSE_CLIENTS
+    )
 
 
 PROBLEM_CALLS = {
@@ -169,18 +186,28 @@ def test_mirror_loads_everything_from_the_hub_and_says_so(online, local_hub):
     endpoint = local_hub.endpoint
     assert online[SFT]["stdout"] == [f"SFT data: 50 rows from {ALPACA_ID} on the Hub ({endpoint})"]
     assert online[DPO]["stdout"] == [f"DPO data: 40 rows from {ORCA_ID} on the Hub ({endpoint})"]
-    assert online[CODE]["stdout"] == [f"Code data: 40 train + 10 eval functions from {CODE_ID} on the Hub "
-                                      f"({endpoint}; python config, streamed)"]
+    assert online[CODE]["stdout"] == [
+        f"Code data: 40 train + 10 eval functions from {CODE_ID} on the Hub "
+        f"({endpoint}; python config, streamed)"
+    ]
     assert online[PROSE]["stdout"] == [
         f"General text: 5 prose texts (`output` without code, >= 400 characters) from {ALPACA_ID} on the Hub "
-        f"({endpoint}; only 0 of at least 400 characters: the longest shorter ones fill in)"]
+        f"({endpoint}; only 0 of at least 400 characters: the longest shorter ones fill in)"
+    ]
     assert online[MODEL]["stdout"] == [f"Model: {MODEL_ID} from the Hub ({endpoint})"]
     for key in COURSE_CALLS:
         assert online[key]["stderr"] == []  # no warning
     assert value(online, MODEL)["path"] == MODEL_ID
-    assert value(online, MODEL)["source"]["kind"] == "hub" and value(online, MODEL)["source"]["endpoint"] == endpoint
-    assert value(online, SFT)["source"] == {"kind": "hub", "id": ALPACA_ID, "path": None,
-                                            "line": online[SFT]["stdout"][0]}
+    assert (
+        value(online, MODEL)["source"]["kind"] == "hub"
+        and value(online, MODEL)["source"]["endpoint"] == endpoint
+    )
+    assert value(online, SFT)["source"] == {
+        "kind": "hub",
+        "id": ALPACA_ID,
+        "path": None,
+        "line": online[SFT]["stdout"][0],
+    }
 
 
 def test_mirror_rows_are_the_served_rows(online, local_hub):
@@ -198,17 +225,22 @@ def test_mirror_rows_are_the_served_rows(online, local_hub):
 
 def test_warm_cache_offline_gives_the_served_rows_not_generated_ones(online, offline, local_hub):
     """The defect: HF_HUB_OFFLINE=1 meant generated rows and the embedded model even with a warm cache."""
-    assert offline[SFT]["stdout"] == [f"SFT data: 50 rows from {ALPACA_ID} in the Hugging Face cache "
-                                      "(HF_HUB_OFFLINE=1)"]
-    assert offline[DPO]["stdout"] == [f"DPO data: 40 rows from {ORCA_ID} in the Hugging Face cache "
-                                      "(HF_HUB_OFFLINE=1)"]
-    assert offline[CODE]["stdout"] == [f"Code data: 40 train + 10 eval functions from {CODE_ID} in the Hugging "
-                                       "Face cache (HF_HUB_OFFLINE=1; python config, streamed)"]
+    assert offline[SFT]["stdout"] == [
+        f"SFT data: 50 rows from {ALPACA_ID} in the Hugging Face cache (HF_HUB_OFFLINE=1)"
+    ]
+    assert offline[DPO]["stdout"] == [
+        f"DPO data: 40 rows from {ORCA_ID} in the Hugging Face cache (HF_HUB_OFFLINE=1)"
+    ]
+    assert offline[CODE]["stdout"] == [
+        f"Code data: 40 train + 10 eval functions from {CODE_ID} in the Hugging "
+        "Face cache (HF_HUB_OFFLINE=1; python config, streamed)"
+    ]
     assert offline[MODEL]["stdout"] == [f"Model: {MODEL_ID} from the Hugging Face cache (HF_HUB_OFFLINE=1)"]
     for key in (SFT, DPO, PROSE):
         assert value(offline, key)["source"]["kind"] == "cache"
         assert {k: v for k, v in value(offline, key).items() if k != "source"} == {
-            k: v for k, v in value(online, key).items() if k != "source"}  # the same rows, same sample
+            k: v for k, v in value(online, key).items() if k != "source"
+        }  # the same rows, same sample
     code = value(offline, CODE)  # streamed from the cached files: served functions (another shuffle order)
     assert code["source"]["kind"] == "cache"
     assert {row["text"] for row in code["train"] + code["test"]} <= served_functions(local_hub)
@@ -220,16 +252,21 @@ def test_warm_cache_offline_gives_the_served_rows_not_generated_ones(online, off
 
 def test_unreachable_endpoint_gives_generated_rows_and_the_embedded_model_at_once(unreachable):
     endpoint, results = unreachable
-    assert results[SFT]["stdout"] == [f"SFT data: 50 rows generated by unsloth_course ({endpoint} did not "
-                                      f"answer within 3 s, so {ALPACA_ID} was not loaded)"]
+    assert results[SFT]["stdout"] == [
+        f"SFT data: 50 rows generated by unsloth_course ({endpoint} did not "
+        f"answer within 3 s, so {ALPACA_ID} was not loaded)"
+    ]
     line = results[MODEL]["stdout"][0]
-    assert line.startswith(f"Model: {MODEL_ID} converted from the embedded GGUF ({endpoint} did not answer "
-                           "within 3 s), in ")
+    assert line.startswith(
+        f"Model: {MODEL_ID} converted from the embedded GGUF ({endpoint} did not answer within 3 s), in "
+    )
     assert value(results, MODEL)["source"]["kind"] == "embedded gguf"
     assert results[SFT]["seconds"] < 5 and results[MODEL]["seconds"] < 15  # the probe, not ~24 s of retries
     own = call("dpo", source="someone/own-pairs")  # a dataset the learner named is never replaced
-    assert error(results, own) == (f"unsloth_course.data.sources.DataSourceError: cannot load someone/own-pairs: "
-                                   f"{endpoint} did not answer within 3 s; {OWN_DATA_HINT}")
+    assert error(results, own) == (
+        f"unsloth_course.data.sources.DataSourceError: cannot load someone/own-pairs: "
+        f"{endpoint} did not answer within 3 s; {OWN_DATA_HINT}"
+    )
 
 
 # ---------------------------------------------------------------- loud failures of a Hub that answered
@@ -238,46 +275,70 @@ def test_unreachable_endpoint_gives_generated_rows_and_the_embedded_model_at_onc
 def test_a_served_dataset_without_a_needed_column_stops(problems):
     assert problems["missing column"]["error"][0] == (
         f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/alpaca-no-output: column 'output' "
-        "missing; its columns: instruction, input. The SFT data needs instruction, input, output (the schema of "
-        f"{ALPACA_ID}). Use a dataset with these columns, or {OWN_DATA_HINT}")
+        "missing; its columns: instruction, input. The SFT data needs instruction, input, output (the "
+        "schema of "
+        f"{ALPACA_ID}). Use a dataset with these columns, or {OWN_DATA_HINT}"
+    )
 
 
 def test_a_dataset_that_needs_a_loading_script_or_has_no_data_files_stops(problems):
     assert problems["script"]["error"][0].startswith(
         f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/script-only needs a loading script "
-        "(script-only.py), which datasets 4 no longer runs")
+        "(script-only.py), which datasets 4 no longer runs"
+    )
     assert problems["no data"]["error"][0].startswith(
-        f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/no-data on the Hub has no data files that "
-        "datasets can read (.json, .jsonl, .parquet, .csv): EmptyDatasetError")
+        f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/no-data on the Hub has no data files "
+        "that "
+        "datasets can read (.json, .jsonl, .parquet, .csv): EmptyDatasetError"
+    )
 
 
 def test_gated_repositories_without_hf_token_say_what_to_do(problems, problem_hub):
     assert problems["gated"]["error"][0] == (
-        f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/gated-alpaca is a gated dataset: accept "
-        f"its conditions on {problem_hub.endpoint}/datasets/{PROBLEMS_ORG}/gated-alpaca, then set HF_TOKEN to a "
-        f"token of that account (Colab: the key icon, secret HF_TOKEN); or {OWN_DATA_HINT}")
+        f"unsloth_course.data.sources.DataSourceError: {PROBLEMS_ORG}/gated-alpaca is a gated dataset: "
+        "accept "
+        f"its conditions on {problem_hub.endpoint}/datasets/{PROBLEMS_ORG}/gated-alpaca, then set HF_TOKEN "
+        "to a "
+        f"token of that account (Colab: the key icon, secret HF_TOKEN); or {OWN_DATA_HINT}"
+    )
     assert problems["gated model"]["error"][0].startswith(
-        f"unsloth_course.models.ModelSourceError: model {PROBLEMS_ORG}/gated-model is gated: its conditions must "
-        f"be accepted on {problem_hub.endpoint}/{PROBLEMS_ORG}/gated-model; set HF_TOKEN")
+        f"unsloth_course.models.ModelSourceError: model {PROBLEMS_ORG}/gated-model is gated: its conditions "
+        "must "
+        f"be accepted on {problem_hub.endpoint}/{PROBLEMS_ORG}/gated-model; set HF_TOKEN"
+    )
 
 
 def test_missing_repositories_name_the_id_and_what_to_do(problems, problem_hub):
     assert problems["missing dataset"]["error"][0] == (
-        "unsloth_course.data.sources.DataSourceError: dataset no-such-org/no-such-dataset was not found on the "
-        f"Hub ({problem_hub.endpoint}): check the id; a private dataset needs HF_TOKEN; or {OWN_DATA_HINT}")
+        "unsloth_course.data.sources.DataSourceError: dataset no-such-org/no-such-dataset was not found on "
+        "the "
+        f"Hub ({problem_hub.endpoint}): check the id; a private dataset needs HF_TOKEN; or {OWN_DATA_HINT}"
+    )
     assert problems["missing model"]["error"][0] == (
         "unsloth_course.models.ModelSourceError: model no-such-org/no-such-model was not found on the Hub "
         f"({problem_hub.endpoint}): check the id; a private repository needs HF_TOKEN; a local checkpoint: "
-        "--model FOLDER")
-    for name in ("missing column", "script", "no data", "gated", "missing dataset", "gated model",
-                 "missing model"):
-        assert problems[name]["stdout"] == [] and problems[name]["stderr"] == []  # no fallback, no source line
+        "--model FOLDER"
+    )
+    for name in (
+        "missing column",
+        "script",
+        "no data",
+        "gated",
+        "missing dataset",
+        "gated model",
+        "missing model",
+    ):
+        assert (
+            problems[name]["stdout"] == [] and problems[name]["stderr"] == []
+        )  # no fallback, no source line
 
 
 def test_math_problems_from_a_hub_dataset(problems, problem_hub):
     math = problems["math"]
-    assert math["stdout"] == [f"GRPO data: 20 train + 5 eval math problems from {PROBLEMS_ORG}/math on the Hub "
-                              f"({problem_hub.endpoint})"]
+    assert math["stdout"] == [
+        f"GRPO data: 20 train + 5 eval math problems from {PROBLEMS_ORG}/math on the Hub "
+        f"({problem_hub.endpoint})"
+    ]
     row = math["value"]["train"][0]
     a = int(row["question"].split()[2])
     assert row["answer"] == str(2 * a + 3)
@@ -287,19 +348,25 @@ def test_is_network_error_on_what_the_libraries_raise(problems, slow_runs):
     for name in RAW_CALLS:  # the Hub answered: 401 RepoNotFound / GatedRepo, a script, no data files
         assert problems[name]["network"] is False, problems[name]["error"]
     assert problems["raw gated dataset"]["error"][0].startswith(
-        "datasets.exceptions.DatasetNotFoundError: Dataset 'course-tests/gated-alpaca' is a gated dataset")
+        "datasets.exceptions.DatasetNotFoundError: Dataset 'course-tests/gated-alpaca' is a gated dataset"
+    )
     refused = [result for run in slow_runs[1] for result in run.results().values()]
-    for result in refused:  # connection refused: datasets' ConnectionError, huggingface_hub's LocalEntryNotFound
+    for (
+        result
+    ) in refused:  # connection refused: datasets' ConnectionError, huggingface_hub's LocalEntryNotFound
         assert result["network"] is True, result["error"]
-        assert any("Connection refused" in link or "LocalEntryNotFoundError" in link for link in result["error"])
+        assert any(
+            "Connection refused" in link or "LocalEntryNotFoundError" in link for link in result["error"]
+        )
 
 
 def test_an_outage_of_the_default_dataset_falls_back_with_a_warning(slow_runs, problem_hub):
     result = slow_runs[0].results()[call("sft", n_rows=20)]
     why = f"loading {ALPACA_ID} from the Hub ({problem_hub.endpoint}) failed: HTTP 503 Service Unavailable"
     assert result["stdout"] == [f"SFT data: 20 rows generated by unsloth_course ({why})"]
-    assert result["stderr"] == [f"WARNING: {why}. Check the connection or HF_ENDPOINT; the course continues with "
-                                "generated rows"]
+    assert result["stderr"] == [
+        f"WARNING: {why}. Check the connection or HF_ENDPOINT; the course continues with generated rows"
+    ]
     assert result["value"]["source"]["kind"] == "generated"
 
 
@@ -320,6 +387,9 @@ def test_server_gates_files_like_the_hub(problem_hub):
     assert status(None) == (401, "GatedRepo")
     assert status("hf_someone_else") == (403, "GatedRepo")
     assert status(GATED_TOKEN) == (200, None)
-    info = json.loads(urllib.request.urlopen(
-        f"{problem_hub.endpoint}/api/datasets/{PROBLEMS_ORG}/gated-alpaca", timeout=5).read())
+    info = json.loads(
+        urllib.request.urlopen(
+            f"{problem_hub.endpoint}/api/datasets/{PROBLEMS_ORG}/gated-alpaca", timeout=5
+        ).read()
+    )
     assert info["gated"] == "manual" and {"rfilename": ".local-hub-gated"} not in info["siblings"]

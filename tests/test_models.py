@@ -59,8 +59,9 @@ def test_resolve_model_keeps_folders_and_stops_on_other_models_it_cannot_load(of
     with pytest.raises(models.ModelSourceError) as error:  # before: the name went on to a slow, vague failure
         models.resolve_model("someone/other-model")
     assert str(error.value) == (
-        "cannot load model someone/other-model: HF_HUB_OFFLINE=1 and someone/other-model is not in the Hugging "
-        f"Face cache. Only {models.DEFAULT_MODEL} is embedded; pass a local checkpoint folder with --model FOLDER")
+        "cannot load model someone/other-model: HF_HUB_OFFLINE=1 and someone/other-model is not in the "
+        f"Hugging Face cache. Only {models.DEFAULT_MODEL} is embedded; pass a local checkpoint folder with "
+        "--model FOLDER")
     with pytest.raises(models.ModelSourceError, match="is neither a folder here nor a Hub id"):
         models.resolve_model(str(tmp_path / "no-such-folder"))
 

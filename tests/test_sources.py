@@ -18,11 +18,17 @@ from unsloth_course.data import DataSourceError, source_of
 from unsloth_course.recipes import get_recipe
 
 ALPACA_ROWS = [
-    {"instruction": f"Name the number after {i}.", "input": "" if i % 2 else f"{i}", "output": f"It is {i + 1}."}
+    {
+        "instruction": f"Name the number after {i}.",
+        "input": "" if i % 2 else f"{i}",
+        "output": f"It is {i + 1}.",
+    }
     for i in range(30)
 ]
-DPO_ROWS = [{"system": "", "question": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "I don't know."}
-            for i in range(12)]
+DPO_ROWS = [
+    {"system": "", "question": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "I don't know."}
+    for i in range(12)
+]
 
 
 def write(path, rows) -> str:
@@ -52,8 +58,12 @@ def test_load_alpaca_reads_each_file_type(tmp_path, capsys, suffix):
     dataset = data.load_alpaca(path)
     assert lines(capsys) == [f"SFT data: 30 rows from local file {path} (schema of yahma/alpaca-cleaned)"]
     assert [dict(row) for row in dataset] == ALPACA_ROWS  # every row, in order; CSV keeps "" as ""
-    assert source_of(dataset) == {"kind": "local file", "id": None, "path": path,
-                                  "line": f"SFT data: 30 rows from local file {path} (schema of yahma/alpaca-cleaned)"}
+    assert source_of(dataset) == {
+        "kind": "local file",
+        "id": None,
+        "path": path,
+        "line": f"SFT data: 30 rows from local file {path} (schema of yahma/alpaca-cleaned)",
+    }
 
 
 def test_load_alpaca_samples_a_local_file_and_says_when_it_is_short(tmp_path, capsys):
@@ -64,16 +74,20 @@ def test_load_alpaca_samples_a_local_file_and_says_when_it_is_short(tmp_path, ca
     assert data.load_alpaca(path, n_rows=10, seed=1)["output"] == sample["output"]  # the seed decides
     capsys.readouterr()
     assert len(data.load_alpaca(path, n_rows=100)) == 30
-    assert lines(capsys) == [f"SFT data: 30 rows from local file {path} (schema of yahma/alpaca-cleaned; "
-                             "all of them: 100 asked)"]
+    assert lines(capsys) == [
+        f"SFT data: 30 rows from local file {path} (schema of yahma/alpaca-cleaned; all of them: 100 asked)"
+    ]
 
 
-@pytest.mark.parametrize(("suffix", "where"), [
-    (".jsonl", "row 7 (line 8 of the file)"),
-    (".csv", "row 7 (line 9 of the file)"),
-    (".json", "row 7"),
-    (".parquet", "row 7"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "where"),
+    [
+        (".jsonl", "row 7 (line 8 of the file)"),
+        (".csv", "row 7 (line 9 of the file)"),
+        (".json", "row 7"),
+        (".parquet", "row 7"),
+    ],
+)
 def test_a_bad_value_names_the_file_the_row_and_the_column(tmp_path, suffix, where):
     rows = [dict(row) for row in ALPACA_ROWS]
     rows[7]["output"] = "   "
@@ -89,8 +103,10 @@ def test_a_missing_column_names_the_file_and_its_columns(tmp_path):
         data.load_alpaca(path)
     assert str(error.value) == (
         f"{path}: column 'output' missing; its columns: instruction, input, answer. The SFT data needs "
-        "instruction, input, output (the schema of yahma/alpaca-cleaned). Use a dataset with these columns, or "
-        'your own file: --dataset PATH (CLI) or DATASET = "path" (notebook)')
+        "instruction, input, output (the schema of yahma/alpaca-cleaned). Use a dataset with these columns, "
+        "or "
+        'your own file: --dataset PATH (CLI) or DATASET = "path" (notebook)'
+    )
 
 
 @pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "row 3 (line 4 of the file)"), (".json", "row 3")])
@@ -100,10 +116,13 @@ def test_a_value_of_another_type_names_the_row(tmp_path, suffix, where):
     path = write(tmp_path / f"pairs{suffix}", rows)
     with pytest.raises(DataSourceError) as error:
         data.load_orca_dpo(path)
-    assert str(error.value) == (f"{path}: {where}: column 'chosen' is int, but row 0 has str: give every row "
-                                "the same type")
+    assert str(error.value) == (
+        f"{path}: {where}: column 'chosen' is int, but row 0 has str: give every row the same type"
+    )
     numbers = write(tmp_path / f"numbers{suffix}", [dict(row, chosen=i) for i, row in enumerate(DPO_ROWS)])
-    with pytest.raises(DataSourceError, match=r"row 0 .*of the DPO dataset: column 'chosen' should be str, got int"):
+    with pytest.raises(
+        DataSourceError, match=r"row 0 .*of the DPO dataset: column 'chosen' should be str, got int"
+    ):
         data.load_orca_dpo(numbers)
 
 
@@ -112,19 +131,22 @@ def test_a_broken_json_lines_file_names_the_line(tmp_path):
     path.write_text(json.dumps(ALPACA_ROWS[0]) + "\n" + '{"instruction": "x", "input": ""\n')
     with pytest.raises(DataSourceError) as error:
         data.load_alpaca(str(path))
-    assert str(error.value).startswith(f"{path}: cannot be read as JSON Lines: line 2: Expecting ',' delimiter")
+    assert str(error.value).startswith(
+        f"{path}: cannot be read as JSON Lines: line 2: Expecting ',' delimiter"
+    )
 
 
 def test_nonexistent_paths_and_other_file_types_fail_at_once(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
+    formats = ".json, .jsonl, .parquet, .csv"
+    notes = str(tmp_path / "notes.txt")
     cases = {
         str(tmp_path / "missing.jsonl"): f"{tmp_path / 'missing.jsonl'}: no such file",
         "./missing.parquet": "./missing.parquet: no such file",
-        str(tmp_path / "notes.txt"): f"{tmp_path / 'notes.txt'}: unsupported file type .txt; the course reads "
-                                     ".json, .jsonl, .parquet, .csv",
-        "data.xlsx": "data.xlsx: unsupported file type .xlsx; the course reads .json, .jsonl, .parquet, .csv",
-        str(tmp_path): f"{tmp_path} is a folder; give one data file (.json, .jsonl, .parquet, .csv)",
-        "not a/valid id!": "'not a/valid id!' is neither a data file (.json, .jsonl, .parquet, .csv) nor a Hub id",
+        notes: f"{notes}: unsupported file type .txt; the course reads {formats}",
+        "data.xlsx": f"data.xlsx: unsupported file type .xlsx; the course reads {formats}",
+        str(tmp_path): f"{tmp_path} is a folder; give one data file ({formats})",
+        "not a/valid id!": f"'not a/valid id!' is neither a data file ({formats}) nor a Hub id",
     }
     for source, message in cases.items():
         with pytest.raises(DataSourceError) as error:
@@ -142,7 +164,9 @@ def test_parse_source_tells_hub_ids_from_paths(tmp_path):
 
 
 def test_loaders_reject_the_old_positional_call():
-    with pytest.raises(TypeError, match=r"load_alpaca\(source, ...\): source must be a Hub id or a file path"):
+    with pytest.raises(
+        TypeError, match=r"load_alpaca\(source, ...\): source must be a Hub id or a file path"
+    ):
         data.load_alpaca(1000, 3407)
 
 
@@ -153,8 +177,11 @@ def test_source_survives_the_course_transformations(tmp_path, capsys):
     sft = data.load_alpaca(write(tmp_path / "a.jsonl", ALPACA_ROWS))
     expected = source_of(sft)
     derived = [
-        sft.select(range(5)), sft.shuffle(seed=1), sft.filter(lambda row: True),
-        data.to_prompt_completion(sft), data.to_chat_messages(sft),
+        sft.select(range(5)),
+        sft.shuffle(seed=1),
+        sft.filter(lambda row: True),
+        data.to_prompt_completion(sft),
+        data.to_chat_messages(sft),
         data.split_train_eval(sft, n_eval=5, seed=1)["test"],
     ]
     for dataset in derived:
@@ -169,20 +196,30 @@ def test_source_survives_the_course_transformations(tmp_path, capsys):
 
 # ---------------------------------------------------------------- code, math and prose from files
 
-CODE_ROWS = [{"func_name": f"f{i}", "whole_func_string": f'def f{i}(x):\n    """Add {i}."""\n    return x + {i}',
-              "repository_name": "me/mine"} for i in range(20)]
+CODE_ROWS = [
+    {
+        "func_name": f"f{i}",
+        "whole_func_string": f'def f{i}(x):\n    """Add {i}."""\n    return x + {i}',
+        "repository_name": "me/mine",
+    }
+    for i in range(20)
+]
 
 
 def test_load_python_code_from_a_short_file_keeps_every_eval_row(tmp_path, capsys):
     long_function = "def long(x):\n" + "    x += 1\n" * 120  # 1,333 characters > 4 x 256
-    path = write(tmp_path / "code.parquet", CODE_ROWS + [{"func_name": "long", "whole_func_string": long_function,
-                                                          "repository_name": "me/mine"}])
+    path = write(
+        tmp_path / "code.parquet",
+        CODE_ROWS + [{"func_name": "long", "whole_func_string": long_function, "repository_name": "me/mine"}],
+    )
     splits = data.load_python_code(path, n_train=40, n_eval=6, seed=1, max_seq_length=256)
     assert (len(splits["train"]), len(splits["test"])) == (14, 6)
     assert lines(capsys) == [
         f"Code data: 14 train + 6 eval functions from local file {path} (schema of claudios/code_search_net; "
-        "1 longer than 1,024 characters skipped; only 20 usable functions, fewer than 40 + 6: all 6 held out, "
-        "14 to train)"]
+        "1 longer than 1,024 characters skipped; only 20 usable functions, fewer than 40 + 6: all 6 held "
+        "out, "
+        "14 to train)"
+    ]
     assert not set(splits["train"]["text"]) & set(splits["test"]["text"])
     assert source_of(splits["train"])["kind"] == "local file"
     with pytest.raises(DataSourceError, match="only 20 usable functions .* needs more than n_eval=20"):
@@ -194,33 +231,45 @@ def test_load_python_code_allows_long_real_functions():
 
 
 def test_load_math_problems_from_a_file(tmp_path, capsys):
-    rows = [{"question": f"What is {i} times 3?", "answer": str(3 * i) if i % 2 else 3 * i} for i in range(1, 31)]
+    rows = [
+        {"question": f"What is {i} times 3?", "answer": str(3 * i) if i % 2 else 3 * i} for i in range(1, 31)
+    ]
     path = write(tmp_path / "math.jsonl", [dict(row, answer=str(row["answer"])) for row in rows])
     splits = data.load_math_problems(n_train=20, n_eval=5, seed=1, source=path)
-    assert lines(capsys) == [f"GRPO data: 20 train + 5 eval math problems from local file {path} "
-                             "(columns question, answer)"]
+    assert lines(capsys) == [
+        f"GRPO data: 20 train + 5 eval math problems from local file {path} (columns question, answer)"
+    ]
     row = splits["train"][0]
     assert row["answer"] == str(int(row["question"].split()[2]) * 3)
-    assert row["prompt"][0]["content"] == data.SYSTEM_PROMPT and row["prompt"][1]["content"] == row["question"]
-    bad = write(tmp_path / "bad.csv", [{"question": "q1", "answer": "4"}, {"question": "q2", "answer": "4.5"}])
+    assert (
+        row["prompt"][0]["content"] == data.SYSTEM_PROMPT and row["prompt"][1]["content"] == row["question"]
+    )
+    bad = write(
+        tmp_path / "bad.csv", [{"question": "q1", "answer": "4"}, {"question": "q2", "answer": "4.5"}]
+    )
     with pytest.raises(DataSourceError) as error:
         data.load_math_problems(source=bad)
-    assert str(error.value).startswith(f"{bad}: row 1: column 'answer' should be an integer or an integer "
-                                       "string like \"42\" or \"-7\", got '4.5'")
+    assert str(error.value).startswith(
+        f"{bad}: row 1: column 'answer' should be an integer or an integer "
+        'string like "42" or "-7", got \'4.5\''
+    )
 
 
 def test_load_general_prose_keeps_long_answers_without_code(tmp_path, capsys):
     prose = "The river runs slowly through the old town, past the market and the mill. " * 6
-    rows = ([{"instruction": "Describe a town.", "input": "", "output": prose + str(i)} for i in range(5)]
-            + [{"instruction": "Write code.", "input": "", "output": "```python\nprint(1)\n```" + prose},
-               {"instruction": "Make a page.", "input": "", "output": "<div>" + prose + "</div>"},
-               {"instruction": "Say hi.", "input": "", "output": "Hi there, how are you today?"}])
+    rows = [{"instruction": "Describe a town.", "input": "", "output": prose + str(i)} for i in range(5)] + [
+        {"instruction": "Write code.", "input": "", "output": "```python\nprint(1)\n```" + prose},
+        {"instruction": "Make a page.", "input": "", "output": "<div>" + prose + "</div>"},
+        {"instruction": "Say hi.", "input": "", "output": "Hi there, how are you today?"},
+    ]
     path = write(tmp_path / "prose.json", rows)
     texts = data.load_general_prose(path, n=3, seed=1)
     assert isinstance(texts, list) and len(texts) == 3
     assert all(text.startswith("The river") and len(text) >= data.MIN_PROSE_CHARS for text in texts)
-    assert lines(capsys) == [f"General text: 3 prose texts (`output` without code, >= 400 characters) from local "
-                             f"file {path} (schema of yahma/alpaca-cleaned)"]
+    assert lines(capsys) == [
+        f"General text: 3 prose texts (`output` without code, >= 400 characters) from local "
+        f"file {path} (schema of yahma/alpaca-cleaned)"
+    ]
     assert source_of(texts)["path"] == path
     assert len(data.load_general_prose(path, n=8)) == 6  # 5 long, then the longest short one; 8 asked
     assert "only 5 of at least 400 characters: the longest shorter ones fill in; 8 asked" in lines(capsys)[0]
@@ -229,20 +278,28 @@ def test_load_general_prose_keeps_long_answers_without_code(tmp_path, capsys):
 def test_load_general_prose_offline_uses_generated_answers(capsys):
     texts = data.load_general_prose(n=4)
     assert len(texts) == 4 and not any("```" in text for text in texts)
-    assert lines(capsys) == ["General text: 4 prose texts generated by unsloth_course (HF_HUB_OFFLINE=1 and "
-                             "yahma/alpaca-cleaned is not in the Hugging Face cache; the prose answers of its "
-                             "generated SFT rows, shorter than real ones)"]
+    assert lines(capsys) == [
+        "General text: 4 prose texts generated by unsloth_course (HF_HUB_OFFLINE=1 and "
+        "yahma/alpaca-cleaned is not in the Hugging Face cache; the prose answers of its "
+        "generated SFT rows, shorter than real ones)"
+    ]
 
 
-@pytest.mark.parametrize(("row", "prose"), [
-    ({"output": "Paris is the capital of France and its largest city."}, True),
-    ({"output": "Use `len(x)` to count."}, False),
-    ({"output": "def add(a, b):\n    return a + b"}, False),
-    ({"output": "import numpy as np\nnp.zeros(3)"}, False),
-    ({"output": "Wrap it in <b>bold</b>."}, False),
-    ({"output": "const x = {a: 1};"}, False),
-    ({"instruction": "Fix this SQL.", "input": "SELECT * FROM t", "output": "It selects every row."}, False),
-])
+@pytest.mark.parametrize(
+    ("row", "prose"),
+    [
+        ({"output": "Paris is the capital of France and its largest city."}, True),
+        ({"output": "Use `len(x)` to count."}, False),
+        ({"output": "def add(a, b):\n    return a + b"}, False),
+        ({"output": "import numpy as np\nnp.zeros(3)"}, False),
+        ({"output": "Wrap it in <b>bold</b>."}, False),
+        ({"output": "const x = {a: 1};"}, False),
+        (
+            {"instruction": "Fix this SQL.", "input": "SELECT * FROM t", "output": "It selects every row."},
+            False,
+        ),
+    ],
+)
 def test_is_prose(row, prose):
     assert data.is_prose(row) is prose
 
@@ -262,11 +319,17 @@ def test_recipes_carry_their_data_sources():
         get_recipe("cpt", "quick", general_dataset=3)
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--dataset", "/no/such/file.jsonl"], "unsloth-course run: error: /no/such/file.jsonl: no such file"),
-    (["--dataset", "rows.txt"], "unsloth-course run: error: rows.txt: unsupported file type .txt"),
-    (["--set", "dataset=./nope.csv"], "unsloth-course run: error: ./nope.csv: no such file"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--dataset", "/no/such/file.jsonl"],
+            "unsloth-course run: error: /no/such/file.jsonl: no such file",
+        ),
+        (["--dataset", "rows.txt"], "unsloth-course run: error: rows.txt: unsupported file type .txt"),
+        (["--set", "dataset=./nope.csv"], "unsloth-course run: error: ./nope.csv: no such file"),
+    ],
+)
 def test_cli_rejects_a_bad_dataset_before_loading_a_model(argv, message, capsys, monkeypatch):
     cli_main = importlib.import_module("unsloth_course.cli.main")  # the package exports the function `main`
     monkeypatch.setattr("unsloth_course.cli.run.run", lambda *a, **k: pytest.fail("ran with a bad dataset"))

@@ -31,8 +31,8 @@ Only ``*.py`` and ``*.toml`` files are embedded (EMBEDDED_FILES): other data fil
 
 Output
 ------
-nbformat v4, no outputs, ``execution_count`` None, cell ids ``cell-0``, ``cell-1``... (by position in the built
-notebook), Colab GPU metadata, no
+nbformat v4, no outputs, ``execution_count`` None, cell ids ``cell-0``, ``cell-1``... (by position in the
+built notebook), Colab GPU metadata, no
 jupytext metadata, ``indent=1`` and a trailing newline: rebuilding is byte-identical, so `check()` can tell a
 stale notebook (package or pins changed, source edited without a rebuild, `.ipynb` edited by hand).
 
@@ -183,13 +183,14 @@ def setup_cell_source(
 
 
 def pins_cell_source(*, package_dir: Path = PACKAGE_DIR, pyproject: Path = PYPROJECT) -> str:
-    """The markdown cell before the Setup cell: what it installs on Colab (the exact pins) and what it unpacks."""
+    """The markdown cell before the Setup cell: what it installs on Colab (the pins) and what it unpacks."""
     files = package_files(package_dir)
     size_kb = len(package_zip(package_dir)) / 1024
     lines = ["**What the Setup cell below does.** On Colab it installs these packages with pip, pinned as "
              "listed (Colab's own PyTorch stays as it is):", ""]
     lines += [f"- `{spec}`" for spec in pins(pyproject)]
-    lines += ["", f"Then it unpacks the copy of the course library `unsloth_course` {project_version(pyproject)} "
+    version = project_version(pyproject)
+    lines += ["", f"Then it unpacks the copy of the course library `unsloth_course` {version} "
               f"embedded in the cell ({len(files)} files, a {size_kb:.0f} KB zip) and imports it; nothing is "
               "cloned or downloaded for it. Locally (a virtual environment, VS Code, Jupyter) it installs "
               "nothing and uses the installed `unsloth_course` if there is one."]
@@ -214,8 +215,8 @@ def _setup_index(cells: Sequence, source: Path) -> int:
 
 
 def render_notebook(source: Path, setup_cell: str, pins_cell: str) -> str:
-    """The `.ipynb` text built from one py:percent source: `pins_cell` (markdown) then `setup_cell` in place of
-    the placeholder."""
+    """The `.ipynb` text built from one py:percent source: `pins_cell` (markdown), then `setup_cell` in
+    place of the placeholder."""
     import jupytext  # dev dependencies: imported here so that the package imports without them
     import nbformat
 
@@ -251,7 +252,8 @@ def sources(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
 def _rendered(notebooks_dir: Path, package_dir: Path, pyproject: Path, template: Path) -> dict[Path, str]:
     setup_cell = setup_cell_source(package_dir=package_dir, pyproject=pyproject, template=template)
     pins_cell = pins_cell_source(package_dir=package_dir, pyproject=pyproject)
-    return {src.with_suffix(".ipynb"): render_notebook(src, setup_cell, pins_cell) for src in sources(notebooks_dir)}
+    return {src.with_suffix(".ipynb"): render_notebook(src, setup_cell, pins_cell)
+            for src in sources(notebooks_dir)}
 
 
 def build(

@@ -1,4 +1,4 @@
-"""Serve real rows and a converted checkpoint as a local Hugging Face Hub, for a GPU rehearsal without the Hub.
+"""Serve real rows and a converted checkpoint as a local Hugging Face Hub: a GPU rehearsal without the Hub.
 
     python -m tools.local_hub --realdata DIR --model-dir DIR [--port N] [--root DIR] [--foreground]
 
@@ -90,15 +90,21 @@ def free_port(host: str) -> int:
 def _check_root(root: Path) -> None:
     resolved = root.resolve()
     if resolved == REPO_ROOT or REPO_ROOT in resolved.parents:
-        raise ValueError(f"--root {root} is inside the repository: the real rows must not be copied into it; "
-                         "use a folder elsewhere (default: a temporary one)")
+        raise ValueError(
+            f"--root {root} is inside the repository: the real rows must not be copied into it; "
+            "use a folder elsewhere (default: a temporary one)"
+        )
 
 
 def serve_background(root: Path, host: str, port: int) -> tuple[str, int]:
     """Start the server as its own process (it outlives this one); (endpoint, pid) once /healthz answers."""
     log = (root / "server.log").open("w")
-    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(root), "--host", host, "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER_SCRIPT), str(root), "--host", host, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     endpoint = f"http://{host}:{port}"
     try:
         wait_healthy(endpoint, timeout=HEALTHY_WITHIN_S)
@@ -114,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True, help="a converted checkpoint folder")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--root", type=Path, help="where to write the repositories (default: a new temp folder)")
+    parser.add_argument(
+        "--root", type=Path, help="where to write the repositories (default: a new temp folder)"
+    )
     parser.add_argument("--foreground", action="store_true", help="serve in this process until Ctrl-C")
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,5 @@
 """Where the model comes from: the Hub (or a mirror), the Hugging Face cache, a local folder, or SmolLM2
-converted once from the embedded GGUF. Each resolution prints one `Model: ...` line; model_source() returns it."""
+converted once from the embedded GGUF. Each resolution prints a `Model: ...` line; model_source() says it."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _is_complete(folder: Path) -> bool:
 
 
 class ModelSourceError(SourceError):
-    """The model cannot be loaded from where it was asked for (a missing or gated repository, no cached copy)."""
+    """The model cannot be loaded from where it was asked for (a missing or gated repository, no copy)."""
 
 
 # A checkpoint is in the Hugging Face cache when its config, weights and tokenizer are.
@@ -180,8 +180,9 @@ def model_source(model_name: str | None = None) -> dict:
     "cache", "embedded gguf", "local folder"), id, path (what from_pretrained got), endpoint, line."""
     name = model_name or (_LATEST[0] if _LATEST else None)
     if name is None or name not in _SOURCES:
-        raise LookupError(f"no model resolved{f' for {model_name}' if model_name else ''} yet in this process: "
-                          "model_source() describes what resolve_model (FastLanguageModel.from_pretrained) chose")
+        what = f" for {model_name}" if model_name else ""
+        raise LookupError(f"no model resolved{what} yet in this process: model_source() describes what "
+                          "resolve_model (FastLanguageModel.from_pretrained) chose")
     return dict(_SOURCES[name])
 
 

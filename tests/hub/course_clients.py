@@ -5,10 +5,11 @@
 Each CALL is a JSON object: {"kind": KIND, ...keyword arguments}. KIND is sft, dpo, code, prose, math (the
 unsloth_course.data loaders; "source" and the sizes as keyword arguments), model (models.resolve_model,
 "name"), or raw (a library call of clients.py, "call": "dataset:REPO", or "config:REPO" for hf_hub_download
-of its config.json, whose exception is classified by hub.is_network_error). HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE come from the environment, read fresh by this
-process. Each call prints `RESULT {"call": CALL, "value": {...}}` with its source (data.source_of /
-models.model_source) and rows, or `"error": [...]`, the exception chain, and `"network"`, what
-is_network_error says of it; plus what it printed (stdout lines, WARNING lines of stderr) and its seconds.
+of its config.json, whose exception is classified by hub.is_network_error). HF_ENDPOINT, HF_HOME and
+HF_HUB_OFFLINE come from the environment, read fresh by this process. Each call prints
+`RESULT {"call": CALL, "value": {...}}` with its source (data.source_of / models.model_source) and rows,
+or `"error": [...]`, the exception chain, and `"network"`, what is_network_error says of it; plus what it
+printed (stdout lines, WARNING lines of stderr) and its seconds.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def _call(kind: str, **kwargs) -> dict:
         return {"source": data.source_of(texts), "texts": list(texts)}
     elif kind in ("code", "math"):
         splits = (data.load_python_code if kind == "code" else data.load_math_problems)(**kwargs)
-        return {"source": data.source_of(splits), "train": _rows(splits["train"]),
-                "test": _rows(splits["test"])}
+        return {
+            "source": data.source_of(splits),
+            "train": _rows(splits["train"]),
+            "test": _rows(splits["test"]),
+        }
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return {"source": data.source_of(dataset), "rows": _rows(dataset)}

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="where to save (default outputs/<technique>)")
     run.add_argument("--model", help="model id or folder (default: SmolLM2-135M-Instruct)")
     run.add_argument("--dataset", metavar="PATH_OR_ID",
-                     help="training data: a Hub dataset id, or your own .json/.jsonl/.parquet/.csv file in the "
-                     "schema of the technique's dataset (default: that dataset; generated rows offline)")
+                     help="training data: a Hub dataset id, or your own .json/.jsonl/.parquet/.csv file in "
+                     "the schema of the technique's dataset (default: that dataset; generated rows offline)")
     run.add_argument("--load-in-4bit", action="store_true",
                      help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); for 1-8B models on a small GPU")
     run.add_argument("--save-steps", type=_positive_int, metavar="N",
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError) as error:
             return _error("bench", error)
         return 0
-    if args.command == "run" and args.dataset is not None:  # a bad path fails at once, not after Unsloth's import
+    if args.command == "run" and args.dataset is not None:  # a bad path fails now, not after Unsloth's import
         try:
             from unsloth_course.data.sources import check_source  # datasets only: no trl/transformers/peft
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update(parse_overrides(args.technique, args.overrides))
         recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
         _check_data_sources(recipe)
-    except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit, a missing data file: before any model
+    except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit, a missing file: no model yet
         return _error("run", error)
     if recipe.profile == "throughput" and not torch.cuda.is_available():
         print(f"note: the throughput profile is sized for a big GPU (micro-batch {recipe.per_device_train_batch_size}"

@@ -131,8 +131,8 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    pairs = data.to_dpo_conversations(data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows,
-                                                         recipe.seed))
+    pairs = data.to_dpo_conversations(
+        data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed))
     pairs = data.filter_long_prompts(pairs, tokenizer, recipe.max_prompt_length)
     split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
     held_out = split["test"]
@@ -202,7 +202,8 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     code = data.load_python_code(recipe.dataset, recipe.n_train_rows, recipe.n_eval_rows, recipe.seed,
                                  max_seq_length=recipe.max_seq_length)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
-    general = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
+    general = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows,
+                                      recipe.seed)
     headers = list(CODE_HEADERS)
 
     def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check

@@ -1,5 +1,5 @@
-"""Continued pretraining data: raw Python code (CodeSearchNet, your own file, or this Python's standard library)
-and general English prose for the forgetting check (alpaca-cleaned answers without code)."""
+"""Continued pretraining data: raw Python code (CodeSearchNet, your own file, or this Python's standard
+library) and general English prose for the forgetting check (alpaca-cleaned answers without code)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ CODE_CONFIG = "python"
 CODE_COLUMN = "whole_func_string"
 CODE_NAME_COLUMN = "func_name"
 CODE_SOURCE_SCHEMA: dict[str, type] = {CODE_COLUMN: str, CODE_NAME_COLUMN: str}  # of a Hub dataset or a file
-# Python code is about 3.9 characters per SmolLM2 token (measured on CodeSearchNet rows): a function of at most
-# 4 x max_seq_length characters fits a training row, or nearly.
+# Python code is about 3.9 characters per SmolLM2 token (measured on CodeSearchNet rows): a function of at
+# most 4 x max_seq_length characters fits a training row, or nearly.
 CODE_CHARS_PER_TOKEN = 4
 STREAM_SHUFFLE_BUFFER = 2_000
 
@@ -144,7 +144,9 @@ def code_char_limit(max_seq_length: int) -> int:
     return CODE_CHARS_PER_TOKEN * max_seq_length
 
 
-def _pick_functions(examples: Iterable[dict], max_chars: int, limit: int | None) -> tuple[list[dict], int, int]:
+def _pick_functions(
+    examples: Iterable[dict], max_chars: int, limit: int | None
+) -> tuple[list[dict], int, int]:
     """(rows with text and name, number too long, number of duplicates) from CodeSearchNet-style examples:
     methods re-indented, blank texts skipped; stops after `limit` rows (None: all)."""
     rows: list[dict] = []
@@ -175,7 +177,8 @@ def _stream_functions(repo_id: str, total: int, max_chars: int, seed: int, count
     examples = stream.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER).take(total * 20)
     rows, too_long, duplicates = _pick_functions(examples, max_chars, total)
     counts[:] = [too_long, duplicates]
-    return Dataset.from_dict({CODE_COLUMN: [r["text"] for r in rows], CODE_NAME_COLUMN: [r["name"] for r in rows]})
+    return Dataset.from_dict({CODE_COLUMN: [r["text"] for r in rows],
+                              CODE_NAME_COLUMN: [r["name"] for r in rows]})
 
 
 def _counts_note(too_long: int, duplicates: int, max_chars: int) -> list[str]:
@@ -192,8 +195,8 @@ def load_python_code(
 ) -> DatasetDict:
     """Python functions as raw text: "train" and "test" (columns text, name), no function in both.
 
-    `source`: a Hub id (default claudios/code_search_net, config python, streamed) or your own .parquet/.jsonl/
-    .json/.csv file in its schema (whole_func_string, func_name). Functions longer than
+    `source`: a Hub id (default claudios/code_search_net, config python, streamed) or your own .parquet/
+    .jsonl/.json/.csv file in its schema (whole_func_string, func_name). Functions longer than
     code_char_limit(max_seq_length) characters are skipped. When fewer than n_train + n_eval functions are
     usable, all n_eval are held out and the rest trains (the printed line says so). Offline without a cached
     copy: documented functions of this Python's standard library."""
@@ -218,11 +221,11 @@ def load_python_code(
         notes.append(f"{CODE_CONFIG} config, streamed" if fetched.repo_id == CODE_DATASET else "streamed")
     if len(rows) <= n_eval:
         where = fetched.path or fetched.repo_id or "this Python's standard library"
-        raise DataSourceError(f"{where}: only {len(rows)} usable functions (at most {max_chars:,} characters, "
-                              f"distinct); the code data needs more than n_eval={n_eval}")
+        raise DataSourceError(f"{where}: only {len(rows)} usable functions (at most {max_chars:,} "
+                              f"characters, distinct); the code data needs more than n_eval={n_eval}")
     if len(rows) < total:
-        notes.append(f"only {len(rows):,} usable functions, fewer than {n_train:,} + {n_eval:,}: all {n_eval:,} "
-                     f"held out, {len(rows) - n_eval:,} to train")
+        notes.append(f"only {len(rows):,} usable functions, fewer than {n_train:,} + {n_eval:,}: "
+                     f"all {n_eval:,} held out, {len(rows) - n_eval:,} to train")
     dataset = Dataset.from_list(rows[:total])
     validate_rows(dataset, CODE_SCHEMA, "code")
     splits = split_train_eval(dataset, n_eval=n_eval, seed=seed)
@@ -236,7 +239,7 @@ def load_python_code(
 # ---------------------------------------------------------------- general prose, for the forgetting check
 
 MIN_PROSE_CHARS = 400
-# Anything that looks like code or markup: fences, inline code, definitions, imports, braces, tags, statements.
+# What looks like code or markup: fences, inline code, definitions, imports, braces, tags, statements.
 _CODE_MARKERS = re.compile(
     r"```|`[^`\n]+`|\b(?:def|class|function)\s+\w+\s*[(:{]|^\s*(?:import|from)\s+[\w.]+|#include|[{}]"
     r"|</?[A-Za-z][^>]*>|;\s*$|=>|\bprint\s*\(|\w+\([^)]*\)\s*[;:]|^(?: {4}|\t)\S|\bSELECT\b.*\bFROM\b|\$\w+",
@@ -255,8 +258,8 @@ def load_general_prose(source: str | Path | None = ALPACA_DATASET, n: int = 64, 
     does not make the model forget ordinary text.
 
     From `source` (default yahma/alpaca-cleaned, or your own file with an `output` column): the `output` of
-    rows with no code or markup anywhere, at least MIN_PROSE_CHARS characters (the longest shorter ones fill in
-    when too few are that long). Offline without a cached copy: the prose answers of the generated SFT rows
+    rows with no code or markup anywhere, at least MIN_PROSE_CHARS characters (the longest shorter ones fill
+    in when too few are that long). Offline without a cached copy: the prose answers of the generated SFT rows
     (short), saying so. The list remembers its source: data.source_of(texts)."""
     check_source_argument(source, "load_general_prose")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -276,12 +279,12 @@ def load_general_prose(source: str | Path | None = ALPACA_DATASET, n: int = 64, 
         if len(texts) < n:
             shorter = sorted((t for t in prose if len(t) < MIN_PROSE_CHARS), key=lambda t: (-len(t), t))
             texts += shorter[: n - len(texts)]
-            notes.append(f"only {len(long_texts):,} of at least {MIN_PROSE_CHARS} characters: the longest shorter "
-                         "ones fill in")
+            notes.append(f"only {len(long_texts):,} of at least {MIN_PROSE_CHARS} characters: the longest "
+                         "shorter ones fill in")
         if not texts:
             where = fetched.path or fetched.repo_id
-            raise DataSourceError(f"{where}: no row without code or markup; the general-text check needs prose "
-                                  "answers in an `output` column")
+            raise DataSourceError(f"{where}: no row without code or markup; the general-text check needs "
+                                  "prose answers in an `output` column")
     if len(texts) < n:
         notes.append(f"{n:,} asked")
     count = f"{len(texts):,} prose texts (`output` without code, >= {MIN_PROSE_CHARS} characters)"

@@ -228,9 +228,9 @@ def _sourced_problems(fetched: Fetched, total: int, seed: int) -> tuple[list[dic
     for index, row in enumerate(dataset.select_columns(["question", "answer", *extra])):
         answer = row["answer"]
         if isinstance(answer, bool) or not _INTEGER.fullmatch(str(answer).strip()):
-            raise DataSourceError(f"{where}: row {index}: column 'answer' should be an integer or an integer "
-                                  f"string like \"42\" or \"-7\", got {answer!r} (GSM8K-style \"... #### 42\": keep "
-                                  "only the number after ####)")
+            raise DataSourceError(f"{where}: row {index}: column 'answer' should be an integer or an "
+                                  f"integer string like \"42\" or \"-7\", got {answer!r} (GSM8K-style "
+                                  "\"... #### 42\": keep only the number after ####)")
         if row["question"] in seen:
             continue
         seen.add(row["question"])
@@ -277,8 +277,8 @@ def load_math_problems(
             raise DataSourceError(f"{fetched.path or fetched.repo_id}: only {len(rows)} distinct questions; "
                                   f"GRPO needs more than n_eval={n_eval}")
         if len(rows) < total:
-            notes.append(f"only {len(rows):,} problems, fewer than {n_train:,} + {n_eval:,}: all {n_eval:,} held "
-                         f"out, {len(rows) - n_eval:,} to train")
+            notes.append(f"only {len(rows):,} problems, fewer than {n_train:,} + {n_eval:,}: all "
+                         f"{n_eval:,} held out, {len(rows) - n_eval:,} to train")
     for row in rows:
         row["prompt"] = _math_prompt(row["question"])
         row["answer"] = str(row["answer"])  # reward functions compare it with the text inside <answer>

@@ -55,7 +55,8 @@ def load_alpaca(source: str | Path | None = None, n_rows: int | None = None, see
     (data.source_of(dataset) returns it)."""
     check_source_argument(source, "load_alpaca")
     return load_rows(source, ALPACA_DATASET, "SFT", ALPACA_SCHEMA, n_rows=n_rows, seed=seed,
-                     generate=lambda n: generate_sft_rows(n=n, seed=seed), default_n=600, allow_empty=("input",))
+                     generate=lambda n: generate_sft_rows(n=n, seed=seed), default_n=600,
+                     allow_empty=("input",))
 
 
 def alpaca_prompt(row: dict) -> str:

@@ -44,8 +44,29 @@ from unsloth_course.hub import (
 KINDS = ("hub", "cache", "local file", "generated")
 LOCAL_FORMATS = {".json": "JSON", ".jsonl": "JSON Lines", ".parquet": "Parquet", ".csv": "CSV"}
 # Suffixes that mark a file name (not a Hub id) even when the file does not exist: reported as unsupported.
-OTHER_FILE_SUFFIXES = frozenset({".txt", ".tsv", ".xlsx", ".xls", ".arrow", ".zip", ".gz", ".bz2", ".xz", ".zst",
-                                 ".tar", ".ndjson", ".pkl", ".pickle", ".feather", ".h5", ".hdf5", ".md", ".py"})
+OTHER_FILE_SUFFIXES = frozenset(
+    {
+        ".txt",
+        ".tsv",
+        ".xlsx",
+        ".xls",
+        ".arrow",
+        ".zip",
+        ".gz",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".tar",
+        ".ndjson",
+        ".pkl",
+        ".pickle",
+        ".feather",
+        ".h5",
+        ".hdf5",
+        ".md",
+        ".py",
+    }
+)
 OWN_DATA_HINT = 'your own file: --dataset PATH (CLI) or DATASET = "path" (notebook)'
 SOURCE_MARK = "unsloth_course source: "  # the prefix of the provenance stored in dataset.info.description
 
@@ -67,19 +88,26 @@ class Where:
 
 
 def parse_source(source: str | Path) -> Where:
-    """A local data file or a Hub id; DataSourceError for a missing file, a folder, an unsupported extension."""
+    """A local data file or a Hub id; DataSourceError for a missing file, a folder, another file type."""
     text = str(source).strip()
     if not text:
-        raise DataSourceError("the dataset source is empty: give a Hub id (org/name) or a .json/.jsonl/.parquet/"
-                              ".csv file")
+        raise DataSourceError(
+            "the dataset source is empty: give a Hub id (org/name) or a .json/.jsonl/.parquet/.csv file"
+        )
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
-    if isinstance(source, Path) or suffix in LOCAL_FORMATS or suffix in OTHER_FILE_SUFFIXES or looks_like_path(text):
+    if (
+        isinstance(source, Path)
+        or suffix in LOCAL_FORMATS
+        or suffix in OTHER_FILE_SUFFIXES
+        or looks_like_path(text)
+    ):
         if path.is_dir():
             raise DataSourceError(f"{text} is a folder; give one data file ({_formats()})")
         if suffix not in LOCAL_FORMATS:
-            raise DataSourceError(f"{text}: unsupported file type {suffix or '(no extension)'}; "
-                                  f"the course reads {_formats()}")
+            raise DataSourceError(
+                f"{text}: unsupported file type {suffix or '(no extension)'}; the course reads {_formats()}"
+            )
         if not path.is_file():
             raise DataSourceError(f"{text}: no such file")
         return Where("local file", path=path)
@@ -89,16 +117,18 @@ def parse_source(source: str | Path) -> Where:
 
 
 def check_source(source: str | None) -> None:
-    """Fail at once (before any model loads) on a source that cannot work: a missing file, a wrong extension."""
+    """Fail at once (before any model loads) on a source that cannot work: a missing file, a wrong type."""
     if source is not None:
         parse_source(source)
 
 
 def check_source_argument(source: object, loader: str) -> None:
-    """The loaders take the source first: an old call like load_alpaca(1000, 3407) fails with a clear message."""
+    """The loaders take the source first: an old call like load_alpaca(1000, 3407) fails clearly."""
     if source is not None and not isinstance(source, (str, Path)):
-        raise TypeError(f"{loader}(source, ...): source must be a Hub id or a file path (None: the default), "
-                        f"got {type(source).__name__} {source!r}; give the row count by name (n_rows=...)")
+        raise TypeError(
+            f"{loader}(source, ...): source must be a Hub id or a file path (None: the default), "
+            f"got {type(source).__name__} {source!r}; give the row count by name (n_rows=...)"
+        )
 
 
 def _formats() -> str:
@@ -109,7 +139,7 @@ def _formats() -> str:
 
 
 def source_record(kind: str, line: str, repo_id: str | None = None, path: Path | str | None = None) -> dict:
-    """The provenance of loaded data: kind (one of KINDS), id (Hub id), path (local file), line (as printed)."""
+    """The provenance of loaded data: kind (one of KINDS), id (Hub id), path (local file), the line."""
     if kind not in KINDS:
         raise ValueError(f"unknown source kind {kind!r}; allowed: {', '.join(KINDS)}")
     return {"kind": kind, "id": repo_id, "path": None if path is None else str(path), "line": line}
@@ -150,9 +180,11 @@ def source_of(data: Any) -> dict:
         return dict(data.source)
     description = getattr(getattr(data, "info", None), "description", None) or ""
     if description.startswith(SOURCE_MARK):
-        return json.loads(description[len(SOURCE_MARK):])
-    raise ValueError(f"source_of: this {type(data).__name__} carries no source: it was not returned by an "
-                     "unsloth_course.data loader (or was rebuilt with Dataset.from_list/from_dict since)")
+        return json.loads(description[len(SOURCE_MARK) :])
+    raise ValueError(
+        f"source_of: this {type(data).__name__} carries no source: it was not returned by an "
+        "unsloth_course.data loader (or was rebuilt with Dataset.from_list/from_dict since)"
+    )
 
 
 # ---------------------------------------------------------------- local files
@@ -168,20 +200,25 @@ def _json_rows(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise DataSourceError(f"{path}: cannot be read as JSON Lines: line {number}: {error.msg} "
-                                          f"(column {error.colno})") from error
+                    raise DataSourceError(
+                        f"{path}: cannot be read as JSON Lines: line {number}: {error.msg} "
+                        f"(column {error.colno})"
+                    ) from error
                 if not isinstance(rows[-1], dict):
                     raise DataSourceError(f"{path}: line {number} is not a JSON object (one row per line)")
         return rows
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DataSourceError(f"{path}: cannot be read as JSON: line {error.lineno}: {error.msg} (column "
-                              f"{error.colno}); a .json file holds one array of objects, a .jsonl file one "
-                              "object per line") from error
+        raise DataSourceError(
+            f"{path}: cannot be read as JSON: line {error.lineno}: {error.msg} (column "
+            f"{error.colno}); a .json file holds one array of objects, a .jsonl file one "
+            "object per line"
+        ) from error
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise DataSourceError(f"{path}: expected a JSON array of objects, one per row (or JSON Lines in a .jsonl "
-                              "file)")
+        raise DataSourceError(
+            f"{path}: expected a JSON array of objects, one per row (or JSON Lines in a .jsonl file)"
+        )
     return rows
 
 
@@ -196,8 +233,10 @@ def _check_consistent_types(rows: list[dict], path: Path) -> None:
             seen = first.setdefault(column, (index, type(value)))
             if type(value) is not seen[1]:
                 where = _where_in_file(f"row {index} ", path).strip()
-                raise DataSourceError(f"{path}: {where}: column {column!r} is {type(value).__name__}, but row "
-                                      f"{seen[0]} has {seen[1].__name__}: give every row the same type")
+                raise DataSourceError(
+                    f"{path}: {where}: column {column!r} is {type(value).__name__}, but row "
+                    f"{seen[0]} has {seen[1].__name__}: give every row the same type"
+                )
 
 
 def _read_file(path: Path) -> Dataset:
@@ -222,11 +261,16 @@ def _where_in_file(message: str, path: Path) -> str:
     row = int(match.group(1))
     suffix = path.suffix.lower()
     line = row + 1 if suffix == ".jsonl" else row + 2 if suffix == ".csv" else None  # CSV: after the header
-    return message if line is None else f"row {row} (line {line} of the file){message[match.end() - 1:]}"
+    return message if line is None else f"row {row} (line {line} of the file){message[match.end() - 1 :]}"
 
 
-def read_local(path: Path, name: str, schema: dict[str, Any], allow_empty: tuple[str, ...] = (),
-               schema_of: str | None = None) -> Dataset:
+def read_local(
+    path: Path,
+    name: str,
+    schema: dict[str, Any],
+    allow_empty: tuple[str, ...] = (),
+    schema_of: str | None = None,
+) -> Dataset:
     """A local data file as a Dataset, every row checked against `schema` (all rows, before any sampling):
     errors name the file, the row and the column."""
     try:
@@ -234,8 +278,9 @@ def read_local(path: Path, name: str, schema: dict[str, Any], allow_empty: tuple
     except DataSourceError:
         raise
     except Exception as error:  # noqa: BLE001 -- any reader failure: say which file
-        raise DataSourceError(f"{path}: cannot be read as {LOCAL_FORMATS[path.suffix.lower()]}: "
-                              f"{error_summary(error)}") from error
+        raise DataSourceError(
+            f"{path}: cannot be read as {LOCAL_FORMATS[path.suffix.lower()]}: {error_summary(error)}"
+        ) from error
     require_columns(dataset.column_names, schema, name, str(path), schema_of=schema_of)
     try:
         validate_rows(dataset, schema, name, allow_empty=allow_empty)
@@ -244,24 +289,29 @@ def read_local(path: Path, name: str, schema: dict[str, Any], allow_empty: tuple
     return dataset
 
 
-def require_columns(columns: list[str] | None, schema: dict[str, Any], name: str, where: str,
-                    schema_of: str | None = None) -> None:
+def require_columns(
+    columns: list[str] | None, schema: dict[str, Any], name: str, where: str, schema_of: str | None = None
+) -> None:
     """DataSourceError naming the missing columns, the columns there are, and the ones the course needs."""
     if columns is None:
         return  # a stream without declared features: validation checks the rows themselves
     missing = [column for column in schema if column not in columns]
     if missing:
         of = f" (the schema of {schema_of})" if schema_of else ""
+        named = ", ".join(map(repr, missing))
         raise DataSourceError(
-            f"{where}: column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} missing; its columns: "
-            f"{', '.join(columns) or 'none'}. The {name} data needs {', '.join(schema)}{of}. Use a dataset with "
-            f"these columns, or {OWN_DATA_HINT}")
+            f"{where}: column{'s' * (len(missing) > 1)} {named} missing; its columns: "
+            f"{', '.join(columns) or 'none'}. The {name} data needs {', '.join(schema)}{of}. "
+            f"Use a dataset with these columns, or {OWN_DATA_HINT}"
+        )
 
 
 # ---------------------------------------------------------------- the Hub
 
 
-def load_hub_dataset(repo_id: str, config: str | None = None, streaming: bool = False) -> Dataset | IterableDataset:
+def load_hub_dataset(
+    repo_id: str, config: str | None = None, streaming: bool = False
+) -> Dataset | IterableDataset:
     """datasets.load_dataset(repo_id, config, split="train") with the course's token (HF_TOKEN or Colab's)."""
     from datasets import load_dataset
 
@@ -276,25 +326,38 @@ def hub_failure(repo_id: str, error: BaseException) -> str:
     endpoint = settings.hub_endpoint()
     message = str(error)
     if isinstance(error, DatasetNotFoundError) and "gated" in message:
-        return (f"{repo_id} is a gated dataset: accept its conditions on {endpoint}/datasets/{repo_id}, then set "
-                f"HF_TOKEN to a token of that account (Colab: the key icon, secret HF_TOKEN); or {OWN_DATA_HINT}")
+        return (
+            f"{repo_id} is a gated dataset: accept its conditions on {endpoint}/datasets/{repo_id}, then set "
+            f"HF_TOKEN to a token of that account (Colab: the key icon, secret HF_TOKEN); or {OWN_DATA_HINT}"
+        )
     if isinstance(error, DatasetNotFoundError):
-        return (f"dataset {repo_id} was not found on the Hub ({endpoint}): check the id; a private dataset "
-                f"needs HF_TOKEN; or {OWN_DATA_HINT}")
+        return (
+            f"dataset {repo_id} was not found on the Hub ({endpoint}): check the id; a private dataset "
+            f"needs HF_TOKEN; or {OWN_DATA_HINT}"
+        )
     if isinstance(error, RuntimeError) and "scripts are no longer supported" in message:
         script = message.rsplit("found ", 1)[-1]
-        return (f"{repo_id} needs a loading script ({script}), which datasets 4 no longer runs: use a copy of it "
-                f"in Parquet or JSON on the Hub, or download its data and pass {OWN_DATA_HINT}")
+        return (
+            f"{repo_id} needs a loading script ({script}), which datasets 4 no longer runs: use a copy of it "
+            f"in Parquet or JSON on the Hub, or download its data and pass {OWN_DATA_HINT}"
+        )
     if isinstance(error, (EmptyDatasetError, DataFilesNotFoundError)):
-        return (f"{repo_id} on the Hub has no data files that datasets can read ({_formats()}): "
-                f"{error_summary(error, 160)}; or {OWN_DATA_HINT}")
+        return (
+            f"{repo_id} on the Hub has no data files that datasets can read ({_formats()}): "
+            f"{error_summary(error, 160)}; or {OWN_DATA_HINT}"
+        )
     if isinstance(error, ValueError) and 'Unknown split "train"' in message:
         return f"{repo_id} has no train split ({error_summary(error, 160)}); or {OWN_DATA_HINT}"
     return f"loading {repo_id} from the Hub ({endpoint}) failed: {error_summary(error)}; or {OWN_DATA_HINT}"
 
 
-def validate_hub_rows(dataset: Dataset, schema: dict[str, Any], name: str, repo_id: str | None,
-                      allow_empty: tuple[str, ...] = ()) -> None:
+def validate_hub_rows(
+    dataset: Dataset,
+    schema: dict[str, Any],
+    name: str,
+    repo_id: str | None,
+    allow_empty: tuple[str, ...] = (),
+) -> None:
     """validate_rows on rows from the Hub (or its cache), the error naming the dataset."""
     try:
         validate_rows(dataset, schema, name, allow_empty=allow_empty)
@@ -324,7 +387,9 @@ class Fetched:
         if self.kind == "hub":
             return f"{name}: {count} from {self.repo_id} on the Hub ({settings.hub_endpoint()}{note})"
         if self.kind == "cache":
-            return f"{name}: {count} from {self.repo_id} in the Hugging Face cache ({offline_variable()}{note})"
+            return (
+                f"{name}: {count} from {self.repo_id} in the Hugging Face cache ({offline_variable()}{note})"
+            )
         source = f" {generated_from}" if generated_from else ""
         return f"{name}: {count} generated by unsloth_course{source} ({self.reason}{note})"
 
@@ -420,6 +485,8 @@ def load_rows(
             notes.append(f"all of them: {n_rows:,} asked")
         if fetched.kind != "local file":
             validate_hub_rows(dataset, schema, name, fetched.repo_id, allow_empty)
-    line = fetched.line(f"{name} data", _plural(len(dataset), "row"), f"schema of {default_id}", "; ".join(notes))
+    line = fetched.line(
+        f"{name} data", _plural(len(dataset), "row"), f"schema of {default_id}", "; ".join(notes)
+    )
     print(line, flush=True)
     return attach_source(dataset, fetched.record(line))

@@ -128,8 +128,8 @@ class Recipe:
 def _check_source_field(recipe: Recipe, name: str) -> None:
     value = getattr(recipe, name)
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"{recipe.technique} recipe: {name}={value!r} must be None (the default data), a Hub id "
-                         "or a data file path")
+        raise ValueError(f"{recipe.technique} recipe: {name}={value!r} must be None (the default data), "
+                         "a Hub id or a data file path")
 
 
 def _check_packing(recipe: Recipe) -> None:
