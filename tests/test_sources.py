@@ -83,9 +83,9 @@ def test_load_alpaca_samples_a_local_file_and_says_when_it_is_short(tmp_path, ca
     ("suffix", "where"),
     [
         (".jsonl", "row 7 (line 8 of the file)"),
-        (".csv", "row 7 (line 9 of the file)"),
-        (".json", "row 7"),
-        (".parquet", "row 7"),
+        (".csv", "row 7 (line 9 of the file, after the header)"),
+        (".json", "row 7 (counting from 0)"),
+        (".parquet", "row 7 (counting from 0)"),
     ],
 )
 def test_a_bad_value_names_the_file_the_row_and_the_column(tmp_path, suffix, where):
@@ -109,7 +109,7 @@ def test_a_missing_column_names_the_file_and_its_columns(tmp_path):
     )
 
 
-@pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "row 3 (line 4 of the file)"), (".json", "row 3")])
+@pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "row 3 (line 4 of the file)"), (".json", "row 3 (counting from 0)")])
 def test_a_value_of_another_type_names_the_row(tmp_path, suffix, where):
     rows = [dict(row) for row in DPO_ROWS]
     rows[3]["chosen"] = 4  # a number among strings: no silent conversion of the column
@@ -124,6 +124,13 @@ def test_a_value_of_another_type_names_the_row(tmp_path, suffix, where):
         DataSourceError, match=r"row 0 .*of the DPO dataset: column 'chosen' should be str, got int"
     ):
         data.load_orca_dpo(numbers)
+
+
+def test_a_key_missing_from_some_rows_is_reported_for_its_row(tmp_path):
+    rows = [{"instruction": "a", "output": "b"}] + ALPACA_ROWS[:3]  # the first row has no "input"
+    with pytest.raises(DataSourceError) as error:  # not "column 'input' missing": the other rows have it
+        data.load_alpaca(write(tmp_path / "mine.json", rows))
+    assert str(error.value).endswith("row 0 (counting from 0) of the SFT dataset: column 'input' is None")
 
 
 def test_a_broken_json_lines_file_names_the_line(tmp_path):

@@ -250,18 +250,23 @@ def _read_file(path: Path) -> Dataset:
         return Dataset.from_parquet(str(path))
     rows = _json_rows(path)  # parsed here rather than by pyarrow: errors can name the line
     _check_consistent_types(rows, path)
-    return Dataset.from_list(rows)
+    columns = dict.fromkeys(key for row in rows for key in row)  # every key of every row; absent: None
+    return Dataset.from_dict({column: [row.get(column) for row in rows] for column in columns})
 
 
 def _where_in_file(message: str, path: Path) -> str:
-    """Add the file line to validate_rows' "row N ..." for line-based files (rows count from 0)."""
+    """Say where validate_rows' "row N ..." (counted from 0) is in the file: its line, for line-based files."""
     match = re.match(r"row (\d+) ", message)
     if not match:
         return message
-    row = int(match.group(1))
-    suffix = path.suffix.lower()
-    line = row + 1 if suffix == ".jsonl" else row + 2 if suffix == ".csv" else None  # CSV: after the header
-    return message if line is None else f"row {row} (line {line} of the file){message[match.end() - 1 :]}"
+    row, suffix = int(match.group(1)), path.suffix.lower()
+    if suffix == ".jsonl":
+        where = f"line {row + 1} of the file"
+    elif suffix == ".csv":
+        where = f"line {row + 2} of the file, after the header"
+    else:
+        where = "counting from 0"
+    return f"row {row} ({where}){message[match.end() - 1 :]}"
 
 
 def read_local(
