@@ -130,7 +130,7 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
     model, tokenizer = trainers.load_model(recipe, model_name)
     if not full:
         model = trainers.add_lora(model, recipe)
-    raw = data.load_alpaca(source=recipe.dataset, n_rows=recipe.n_train_rows + recipe.n_eval_rows, seed=recipe.seed)
+    raw = data.load_alpaca(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
     train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
     train_set, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(held_out_rows)
     prompts = list(SFT_PROMPTS) + [row["prompt"] for row in held_out.select(range(min(2, len(held_out))))]
@@ -154,8 +154,7 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
     """Notebook 3: held-out preference metrics and answers before and after, the adapter saved."""
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    raw = data.load_orca_dpo(source=recipe.dataset, n_rows=recipe.n_train_rows + recipe.n_eval_rows,
-                             seed=recipe.seed)
+    raw = data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
     pairs = data.filter_long_prompts(data.to_dpo_conversations(raw), tokenizer, recipe.max_prompt_length)
     train_set, held_out = data.held_out_split(pairs, recipe.n_eval_rows, recipe.seed)
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
@@ -223,11 +222,11 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     """Notebook 5: held-out code and general-prose perplexity, code continuations, before and after."""
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    code = data.load_python_code(source=recipe.dataset, n_train=recipe.n_train_rows, n_eval=recipe.n_eval_rows,
-                                 seed=recipe.seed)
+    code = data.load_python_code(recipe.dataset, recipe.n_train_rows, recipe.n_eval_rows, recipe.seed,
+                                 max_seq_length=recipe.max_seq_length)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
     held_out_code = list(code["test"]["text"])
-    prose = data.load_general_prose(source=recipe.general_dataset, n=recipe.n_eval_rows, seed=recipe.seed)
+    prose = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
     heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
 
     def perplexities() -> dict[str, Any]:  # held-out code, and general prose for the forgetting check

@@ -1,11 +1,16 @@
-"""Datasets for every notebook: the Hub when reachable, our own deterministic rows otherwise."""
+"""Datasets for every notebook: the Hub (or its cache) when it can be used, your own files, or our own
+deterministic rows; every loader prints where its rows came from and source_of(data) returns it."""
 
 from unsloth_course.data.cpt import (
     CODE_COLUMN,
     CODE_CONFIG,
     CODE_DATASET,
+    MIN_PROSE_CHARS,
     add_eos,
+    code_char_limit,
     code_completion_prompts,
+    is_prose,
+    load_general_prose,
     load_python_code,
     stdlib_functions,
     token_lengths,
@@ -35,6 +40,14 @@ from unsloth_course.data.sft import (
     to_alpaca_text,
     to_chat_messages,
 )
+from unsloth_course.data.sources import (
+    LOCAL_FORMATS,
+    DataSourceError,
+    Texts,
+    check_source,
+    parse_source,
+    source_of,
+)
 from unsloth_course.data.split import held_out_split, split_train_eval
 from unsloth_course.data.validation import drop_blank_rows, validate_rows
 
@@ -46,6 +59,9 @@ __all__ = [
     "CODE_CONFIG",
     "CODE_DATASET",
     "COUNTRY_CAPITALS",
+    "DataSourceError",
+    "LOCAL_FORMATS",
+    "MIN_PROSE_CHARS",
     "ORCA_DPO_DATASET",
     "SYSTEM_PROMPT",
     "TEMPLATES",
@@ -53,6 +69,8 @@ __all__ = [
     "alpaca_prompt",
     "code_completion_prompts",
     "decontaminate",
+    "check_source",
+    "code_char_limit",
     "drop_blank_rows",
     "find_contaminated",
     "format_alpaca",
@@ -61,17 +79,22 @@ __all__ = [
     "generate_math_problems",
     "generate_sft_rows",
     "is_near_duplicate",
+    "is_prose",
     "load_alpaca",
+    "load_general_prose",
     "load_math_problems",
     "load_orca_dpo",
     "load_python_code",
     "render_chat",
     "render_chat_text",
     "render_example",
+    "parse_source",
     "row_to_messages",
     "held_out_split",
+    "source_of",
     "split_train_eval",
     "stdlib_functions",
+    "Texts",
     "to_alpaca_text",
     "to_chat_messages",
     "to_dpo_conversations",
@@ -81,7 +104,6 @@ __all__ = [
 ]
 from unsloth_course.data.formats import (
     filter_long_prompts,
-    general_text_samples,
     messages_to_prompt_completion,
     split_trained_tokens,
     to_prompt_completion,
@@ -89,7 +111,6 @@ from unsloth_course.data.formats import (
 
 __all__ += [
     "filter_long_prompts",
-    "general_text_samples",
     "messages_to_prompt_completion",
     "split_trained_tokens",
     "to_prompt_completion",

@@ -16,13 +16,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
 
 from unsloth_course.data.decontamination import EvalIndex
-from unsloth_course.hub import hub_available, hub_status_line
 from unsloth_course.prompts import SFT_PROMPTS
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,16 +27,6 @@ class Task:
     input: str
     output: str
     wrong_output: str | None = None  # a plausible but wrong answer; None when the family has none
-
-
-def try_hub(hub_id: str, load: Callable[[], T]) -> tuple[T | None, str]:
-    """Run `load` when the Hub is usable: (result, "") on success, (None, why not) otherwise."""
-    if not hub_available():
-        return None, hub_status_line()
-    try:
-        return load(), ""
-    except Exception as error:  # noqa: BLE001 -- any failure (network, auth, format) means: go offline
-        return None, f"loading {hub_id} failed with {type(error).__name__}"
 
 
 NAMES = ("Sam", "Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Yuki", "Tom", "Nina")

@@ -79,6 +79,9 @@ class Recipe:
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = LORA_TARGETS
     use_rslora: bool = False
+    # the training data: None for the technique's default (its Hub dataset; generated math problems for GRPO),
+    # a Hub id, or your own .json/.jsonl/.parquet/.csv file in that dataset's schema (unsloth_course.data)
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         t = self.technique
@@ -108,6 +111,7 @@ class Recipe:
         if self.pad_to_multiple_of is not None and not positive_int(self.pad_to_multiple_of):
             raise ValueError(f"{t} recipe: pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive "
                              "integer or None")
+        _check_source_field(self, "dataset")
 
     @property
     def effective_batch_size(self) -> int:
@@ -119,6 +123,13 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_source_field(recipe: Recipe, name: str) -> None:
+    value = getattr(recipe, name)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{recipe.technique} recipe: {name}={value!r} must be None (the default data), "
+                         "a Hub id or a data file path")
 
 
 def _check_packing(recipe: Recipe) -> None:
@@ -216,10 +227,14 @@ class CPTRecipe(Recipe):
     packing: bool = True
     packing_strategy: str = "bfd"
     train_embeddings: bool = True
+    # the general prose of the forgetting check: None for yahma/alpaca-cleaned's answers, a Hub id or a file
+    # with an `output` column (data.load_general_prose)
+    general_dataset: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_packing(self)
+        _check_source_field(self, "general_dataset")
         _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
         if not self.train_embeddings and set(EMBEDDING_TARGETS) & set(self.target_modules):
             raise ValueError("cpt recipe: train_embeddings=False but target_modules lists embed_tokens/lm_head")
