@@ -30,8 +30,6 @@
 
 # %% [markdown]
 # ## Setup
-# The next cell installs the pinned GPU stack when it runs on Colab and makes the course's small library,
-# `unsloth_course`, importable. Locally (venv, VS Code, Jupyter) it installs nothing.
 
 # %%
 # SETUP

@@ -155,7 +155,7 @@ pd.DataFrame([{"trained in full": name, "shape": tuple(param.shape), "parameters
 
 # %%
 code = data.load_python_code(source=recipe.dataset, n_train=recipe.n_train_rows, n_eval=recipe.n_eval_rows,
-                             seed=recipe.seed)
+                             seed=recipe.seed, max_seq_length=recipe.max_seq_length)
 print(code["train"][0]["text"])
 first_rows = code["train"].select(range(5))
 pd.DataFrame({"name": first_rows["name"], "first line": [text.split("\n")[0] for text in first_rows["text"]],

@@ -16,7 +16,7 @@ from typing import Any
 
 from unsloth_course.backend import BACKEND, backend_info
 
-from unsloth_course import data, rewards, trainers
+from unsloth_course import data, models, rewards, trainers
 from unsloth_course.cli import distributed
 from unsloth_course.cli.distributed import print_main
 from unsloth_course.cli.kernels import set_grpo_sequence_packing
@@ -127,12 +127,12 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Notebooks 1 and 2: held-out answer loss and answers before and after, the trained model saved."""
     full = recipe.technique == "full"
+    raw = data.load_alpaca(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)  # before the model
+    train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
+    train_set, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(held_out_rows)
     model, tokenizer = trainers.load_model(recipe, model_name)
     if not full:
         model = trainers.add_lora(model, recipe)
-    raw = data.load_alpaca(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
-    train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
-    train_set, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(held_out_rows)
     prompts = list(SFT_PROMPTS) + [row["prompt"] for row in held_out.select(range(min(2, len(held_out))))]
     loss_before = options.evaluating(answer_loss, model, tokenizer, held_out, recipe.max_seq_length)
     before = options.evaluating(_answers, model, tokenizer, prompts, recipe)
@@ -152,9 +152,9 @@ def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
 def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Notebook 3: held-out preference metrics and answers before and after, the adapter saved."""
+    raw = data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)  # before the model
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    raw = data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
     pairs = data.filter_long_prompts(data.to_dpo_conversations(raw), tokenizer, recipe.max_prompt_length)
     train_set, held_out = data.held_out_split(pairs, recipe.n_eval_rows, recipe.seed)
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
@@ -178,11 +178,14 @@ def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
 def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
              options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Notebook 4: held-out accuracy and format after each stage (base, format warm-up, GRPO)."""
-    model, tokenizer = trainers.load_model(recipe, model_name)
-    model = trainers.add_lora(model, recipe)
     problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed,
                                        source=recipe.dataset)
+    if recipe.warmup_sft_steps and "reasoning" not in problems["train"].column_names:
+        raise data.DataSourceError(f"{recipe.dataset}: the format warm-up trains on worked examples, a `reasoning` "
+                                   "column (e.g. '12 + 7 = 19'); add one, or run with --set warmup_sft_steps=0")
     held_out = problems["test"]
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    model = trainers.add_lora(model, recipe)
     eval_base = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     if recipe.warmup_sft_steps and not options.train_only:
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
@@ -220,14 +223,14 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
 def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Notebook 5: held-out code and general-prose perplexity, code continuations, before and after."""
-    model, tokenizer = trainers.load_model(recipe, model_name)
-    model = trainers.add_lora(model, recipe)
     code = data.load_python_code(recipe.dataset, recipe.n_train_rows, recipe.n_eval_rows, recipe.seed,
-                                 max_seq_length=recipe.max_seq_length)
-    train_set = data.add_eos(code["train"], tokenizer.eos_token)
+                                 max_seq_length=recipe.max_seq_length)  # the data before the model
     held_out_code = list(code["test"]["text"])
     prose = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
     heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
+    model, tokenizer = trainers.load_model(recipe, model_name)
+    model = trainers.add_lora(model, recipe)
+    train_set = data.add_eos(code["train"], tokenizer.eos_token)
 
     def perplexities() -> dict[str, Any]:  # held-out code, and general prose for the forgetting check
         return {"code": perplexity_report(model, tokenizer, held_out_code, recipe.max_seq_length),
@@ -248,7 +251,8 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
     print_main(f"held-out perplexity:\n{loss_table(changes)}")
     after = continuations()
     sizes = _save(model, tokenizer, out, merged=True)
-    return {**summary, **sizes, "data": data.source_of(code["train"]), "held_out": changes,
+    return {**summary, **sizes, "data": data.source_of(code["train"]), "general_data": data.source_of(prose),
+            "held_out": changes,
             "code_continuations": {"before": code_rate(heads, before), "after": code_rate(heads, after)},
             "answers": compare(heads, before, after).to_records()}
 
@@ -305,7 +309,7 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
         print(f"--- before training:\n{row['before training']}")
         print(f"--- after training:\n{row['after training']}")
     record = {**result, "train_only": train_only, "recipe": recipe.to_dict(), "output_dir": str(out),
-              "model_name": model_name}
+              "model_name": model_name, "model": models.model_source(model_name)}
     path = write_run_record(technique, record, runs_dir)
     if record_name:
         path = path.replace(path.with_name(f"{record_name}.json"))
