@@ -103,6 +103,25 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
 
 
+class ModelNotFoundError(ValueError):
+    """A model name that cannot be loaded here (raised before anything loads)."""
+
+
+def check_model_available(model_name: str) -> None:
+    """ModelNotFoundError, before anything loads, when `model_name` is neither a local folder nor loadable here:
+    with the Hub unreachable, a repo id must be in the local Hugging Face cache (SmolLM2 always is: the
+    embedded GGUF)."""
+    if Path(model_name).expanduser().is_dir() or model_name == DEFAULT_MODEL or hub_available():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model_name, "config.json"), str):
+        return
+    raise ModelNotFoundError(f"model {model_name!r} is not a local folder, the Hub is not used here "
+                             f"({hub_status_line()}) and it is not in the local Hugging Face cache; give a model "
+                             "folder, or download it once where the Hub is reachable")
+
+
 def resolve_model(model_name: str = DEFAULT_MODEL, verbose: bool = True) -> str:
     """A name or folder `from_pretrained` can load here: the Hub id when reachable, else the local checkpoint."""
     if Path(model_name).is_dir():

@@ -32,6 +32,7 @@ NOTES: dict[str, str] = {
     "weight_decay": "pulls weights towards 0; DPO and GRPO leave it to the reference model (0)",
     "optim": "8-bit AdamW (bitsandbytes, CUDA) keeps the optimizer state small; AdamW elsewhere",
     "logging_steps": "log the loss (and rewards) every step, for the curves",
+    "logging_nan_inf_filter": "off: a NaN/inf loss is logged as it is, and training stops there with the cause",
     "seed": "same data order and initialization every run",
     "report_to": "no experiment tracker account needed",
     "save_strategy": "checkpoints only when asked (the notebooks save explicitly at the end)",
@@ -79,11 +80,16 @@ def load_model(recipe: Recipe, model_name: str | None = None):
         **extra)
 
 
+def _targets(target_modules: Sequence[str] | str) -> list[str] | str:
+    """A list of module names, or PEFT's "all-linear" as the string it is."""
+    return target_modules if isinstance(target_modules, str) else list(target_modules)
+
+
 def add_lora(model, recipe: Recipe):
     """The recipe's LoRA adapters on `model` (embed_tokens/lm_head in target_modules train in full)."""
     return FastLanguageModel.get_peft_model(
         model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules=list(recipe.target_modules), bias="none", use_gradient_checkpointing=checkpointing_mode(recipe),
+        target_modules=_targets(recipe.target_modules), bias="none", use_gradient_checkpointing=checkpointing_mode(recipe),
         random_state=recipe.seed, use_rslora=recipe.use_rslora)
 
 
@@ -102,6 +108,9 @@ def common_args(recipe: Recipe, output_dir: str, **overrides: Any) -> dict[str, 
         logging_steps=recipe.logging_steps,
         seed=recipe.seed,
         report_to="none",
+        # log a NaN/inf loss as it is (transformers' default logs it as 0 or the running mean): train()'s
+        # NonFiniteGuard stops the run at that step
+        logging_nan_inf_filter=False,
         save_strategy="no",
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,

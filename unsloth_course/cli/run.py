@@ -26,9 +26,10 @@ from unsloth_course.export import save_adapter, save_merged
 from unsloth_course.hardware import report_once
 from unsloth_course.inference import chat, compare, generate, padding_side
 from unsloth_course.measurement import folder_size_mb, reward_trend
+from unsloth_course.models import ModelNotFoundError, check_model_available
 from unsloth_course.plots import live_loss_callback
 from unsloth_course.prompts import CODE_HEADERS, SFT_PROMPTS
-from unsloth_course.recipes import TECHNIQUES, Recipe
+from unsloth_course.recipes import TECHNIQUES, Recipe, check_model_name
 from unsloth_course.records import write_run_record
 from unsloth_course.training import train
 
@@ -244,6 +245,11 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
                                    or save_steps <= 0):
         raise ValueError(f"save_steps={save_steps!r} must be a positive integer (or None: no checkpoints)")
     out = Path(output_dir)
+    try:  # the model to start from: an existing model folder or a repo id loadable here, before anything loads
+        check_model_name(model_name or recipe.model_name, technique)
+    except ValueError as error:
+        raise ModelNotFoundError(str(error)) from None
+    check_model_available(model_name or recipe.model_name)
     resume_from = None
     if resume:
         checkpoint = latest_checkpoint(out)  # fails here, before any model is loaded
