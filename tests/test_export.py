@@ -184,3 +184,38 @@ def test_tolerances():
     assert export.tolerance_for("f16", "float32") == export.LOSSY_FLOAT_TOLERANCE  # rounding: not exact
     assert export.tolerance_for("f32", "float32") == 1.0
     assert export.tolerance_for("q8_0", "bfloat16") == export.TOLERANCES["q8_0"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../evil", "contains a path separator"),
+        ("sub/model", "contains a path separator"),
+        ("..\\evil", "contains a path separator"),
+        ("/tmp/evil", "is an absolute path or names a drive"),
+        ("C:evil", "is an absolute path or names a drive"),
+        ("..", "is '.' or '..'"),
+        (".", "is '.' or '..'"),
+        ("", "is empty"),
+        ("  ", "is empty"),
+    ],
+)
+def test_export_names_are_file_names_inside_out(checkpoint, tmp_path, capsys, name, problem):
+    """--name ../evil (or an absolute name) used to write outside --out; now refused before anything is written."""
+    from unsloth_course.cli import main
+
+    out = tmp_path / "out"
+    before = _snapshot(tmp_path)
+    with pytest.raises(ExportError, match=f"--name {name!r} {problem}".replace("\\", "\\\\").replace(".", r"\.")):
+        export.plan_exports(checkpoint, ["f16"], out, name=name)
+    assert main(["export", str(checkpoint), "--quantization", "f16", "--out", str(out), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unsloth-course export: error: --name {name!r} {problem}") and err.count("\n") == 1
+    assert _snapshot(tmp_path) == before and not out.exists()
+    assert not list(tmp_path.parent.glob("evil*")) and not list(checkpoint.parent.glob("evil*"))
+
+
+def test_plain_export_names_are_kept(checkpoint, tmp_path):
+    targets, _, _ = export.plan_exports(checkpoint, ["f16", "q8_0"], tmp_path, name="smollm2.v1-lora")
+    assert [p.name for p in targets.values()] == ["smollm2.v1-lora.F16.gguf", "smollm2.v1-lora.Q8_0.gguf"]
+    assert all(p.parent == tmp_path for p in targets.values())

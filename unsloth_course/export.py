@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from unsloth_course.backend import BACKEND, FastLanguageModel  # Unsloth before transformers: see backend
 
@@ -185,6 +185,27 @@ def check_causal_lm_dir(model_dir: str | Path) -> dict:
         raise ExportError(f"{path} has no tokenizer (tokenizer.json): a GGUF embeds the tokenizer, so save it "
                           "with tokenizer.save_pretrained(model_dir)")
     return config
+
+
+def check_export_name(name: str) -> str:
+    """An export name is a file name stem inside the output folder: ExportError (naming --name) for an empty
+    name, a path separator (/ or \\), '.' or '..', an absolute path or a drive (C:)."""
+    text = str(name)
+    problem = None
+    if not text.strip():
+        problem = "is empty"
+    elif PurePosixPath(text).is_absolute() or PureWindowsPath(text).drive or PureWindowsPath(text).is_absolute():
+        problem = "is an absolute path or names a drive"
+    elif "/" in text or "\\" in text:
+        problem = "contains a path separator"
+    elif text.strip() in (".", ".."):
+        problem = "is '.' or '..'"
+    elif "\0" in text:
+        problem = "contains a NUL character"
+    if problem:
+        raise ExportError(f"--name {text!r} {problem}: it is a file name stem for the files written in the --out "
+                          "folder (e.g. --name smollm2-lora), not a path; choose the folder with --out")
+    return text
 
 
 # ---------------------------------------------------------------- tools
@@ -566,7 +587,7 @@ def plan_exports(model_dir: str | Path, quantizations: Sequence[str], out_dir: s
                 "Build llama.cpp (cmake --build build --target llama-quantize) and put it on PATH, or export "
                 f"{', '.join(CONVERTER_QUANTIZATIONS)}, which the pure-Python converter writes itself.")
     out = Path(out_dir) if out_dir else Path(f"{model_dir}_gguf")
-    stem = name or default_gguf_name(model_dir)
+    stem = check_export_name(name) if name is not None else default_gguf_name(model_dir)
     targets = {q: out / f"{stem}.{q.upper()}.gguf" for q in quants}
     existing = [p for p in targets.values() if p.exists()]
     if modelfile:
@@ -671,6 +692,7 @@ __all__ = [
     "ExportResult",
     "Verification",
     "check_causal_lm_dir",
+    "check_export_name",
     "convert_to_gguf",
     "export_gguf",
     "export_ggufs",
