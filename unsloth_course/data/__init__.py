@@ -34,7 +34,14 @@ from unsloth_course.data.sft import (
     to_chat_messages,
 )
 from unsloth_course.data.split import split_train_eval
-from unsloth_course.data.validation import drop_blank_rows, validate_rows
+from unsloth_course.data.validation import (
+    drop_blank_rows,
+    drop_identical_pairs,
+    report_dpo_lengths,
+    report_sft_lengths,
+    validate_messages,
+    validate_rows,
+)
 
 __all__ = [
     "ALPACA_DATASET",
@@ -50,6 +57,7 @@ __all__ = [
     "add_eos",
     "alpaca_prompt",
     "drop_blank_rows",
+    "drop_identical_pairs",
     "format_alpaca",
     "format_reasoning_answer",
     "generate_dpo_rows",
@@ -62,6 +70,8 @@ __all__ = [
     "render_chat",
     "render_chat_text",
     "render_example",
+    "report_dpo_lengths",
+    "report_sft_lengths",
     "row_to_messages",
     "split_train_eval",
     "stdlib_functions",
@@ -70,6 +80,7 @@ __all__ = [
     "to_dpo_conversations",
     "to_format_warmup",
     "token_lengths",
+    "validate_messages",
     "validate_rows",
 ]
 from unsloth_course.data.formats import (

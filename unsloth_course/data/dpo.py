@@ -5,7 +5,7 @@ from __future__ import annotations
 from datasets import Dataset, load_dataset
 
 from unsloth_course.data.generators import generate_dpo_rows, try_hub
-from unsloth_course.data.validation import drop_blank_rows, validate_rows
+from unsloth_course.data.validation import drop_blank_rows, drop_identical_pairs, validate_rows
 
 ORCA_DPO_DATASET = "Intel/orca_dpo_pairs"
 DPO_SCHEMA: dict[str, type] = {"system": str, "question": str, "chosen": str, "rejected": str}
@@ -34,8 +34,13 @@ def load_orca_dpo(n_rows: int | None = None, seed: int = 3407) -> Dataset:
 
 
 def to_dpo_conversations(dataset: Dataset) -> Dataset:
-    """TRL's conversational preference form: prompt (system if any, user), chosen and rejected replies."""
+    """TRL's conversational preference form: prompt (system if any, user), chosen and rejected replies.
+
+    Pairs whose chosen and rejected answers are identical after stripping prefer nothing: they are dropped,
+    with their count and first row numbers (ValueError if none is left; see drop_identical_pairs).
+    """
     validate_rows(dataset, DPO_SCHEMA, "DPO", allow_empty=("system",))
+    dataset = drop_identical_pairs(dataset, "DPO")
 
     def convert(row: dict) -> dict:
         system = [{"role": "system", "content": row["system"]}] if row["system"].strip() else []
