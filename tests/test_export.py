@@ -1,6 +1,7 @@
 """GGUF export (f16 and q8_0) with round-trip checks, the Ollama Modelfile, and bad input that must leave
 every existing file untouched. The source is SmolLM2-135M-Instruct as a 16-bit safetensors checkpoint."""
 
+import copy
 import json
 import shutil
 
@@ -219,3 +220,43 @@ def test_plain_export_names_are_kept(checkpoint, tmp_path):
     targets, _, _ = export.plan_exports(checkpoint, ["f16", "q8_0"], tmp_path, name="smollm2.v1-lora")
     assert [p.name for p in targets.values()] == ["smollm2.v1-lora.F16.gguf", "smollm2.v1-lora.Q8_0.gguf"]
     assert all(p.parent == tmp_path for p in targets.values())
+
+
+def test_adapters_name_their_base_by_hub_id_and_load_offline(lora_model, tiny_model, tmp_path):
+    """An adapter trained from the offline copy of SmolLM2 used to record that copy's folder (a path of this
+    machine) as its base model; it records the Hub id, and still loads here offline (resolve_model)."""
+    import torch
+
+    from unsloth_course import FastLanguageModel
+    from unsloth_course.models import DEFAULT_MODEL, hub_id_for, resolve_model
+
+    _, tokenizer = tiny_model
+    local = resolve_model(verbose=False)
+    assert local != DEFAULT_MODEL and hub_id_for(local) == DEFAULT_MODEL  # offline here: the local copy
+    adapter = export.save_adapter(lora_model, tokenizer, tmp_path / "adapter")
+    lora_model.save_pretrained(tmp_path / "direct")  # as the notebooks save it
+    copy.deepcopy(lora_model).save_pretrained(tmp_path / "copy")  # a copy saves itself, also with the Hub id
+    for folder in (adapter, tmp_path / "direct", tmp_path / "copy"):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == DEFAULT_MODEL
+    model, _ = FastLanguageModel.from_pretrained(model_name=str(adapter), max_seq_length=256)
+    assert model.peft_config["default"].base_model_name_or_path == DEFAULT_MODEL
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, lora_model(input_ids=ids).logits)
+
+
+def test_an_adapter_naming_the_local_copy_is_rewritten_on_save(tmp_path):
+    """What PEFT records for a model loaded from the offline copy (kept so for Unsloth's merge): every save
+    rewrites it to the Hub id; other bases are left alone."""
+    from unsloth_course.models import DEFAULT_MODEL, name_base_by_hub_id, resolve_model
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": resolve_model(
+        verbose=False), "r": 8}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "outputs/cpt/merged"}))
+    name_base_by_hub_id(tmp_path)
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text()) == {
+        "base_model_name_or_path": DEFAULT_MODEL, "r": 8}
+    assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "outputs/cpt/merged")

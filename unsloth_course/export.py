@@ -36,6 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unsloth_course import settings
 from unsloth_course.inference import padding_side
+from unsloth_course.models import name_base_by_hub_id
 from unsloth_course.prompts import SFT_PROMPTS
 
 # Written by the pure-Python converter itself.
@@ -279,6 +280,7 @@ def save_adapter(model, tokenizer, out_dir: str | Path, overwrite: bool = False)
     with _staged_dir(out, overwrite) as tmp, padding_side(tokenizer, "right"):  # saved as the base model pads
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        name_base_by_hub_id(tmp)
     return out
 
 

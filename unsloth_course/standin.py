@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from unsloth_course.hardware import default_dtype, is_bfloat16_supported, report_once
-from unsloth_course.models import DEFAULT_MODEL, fix_special_tokens, resolve_model
+from unsloth_course.models import DEFAULT_MODEL, fix_special_tokens, resolve_model, save_adapters_with_hub_ids
 from unsloth_course.recipes import LORA_TARGETS
 
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
@@ -258,6 +258,7 @@ def save_pretrained_merged(model, save_directory: str, tokenizer=None, save_meth
 
 def _attach_saving(model) -> None:
     model.save_pretrained_merged = types.MethodType(save_pretrained_merged, model)
+    save_adapters_with_hub_ids(model)  # a LoRA model's saved adapters name the Hub id of their base
 
 
 @dataclass
