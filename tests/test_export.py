@@ -260,3 +260,36 @@ def test_an_adapter_naming_the_local_copy_is_rewritten_on_save(tmp_path):
         "base_model_name_or_path": DEFAULT_MODEL, "r": 8}
     assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
         "outputs/cpt/merged")
+
+
+def test_merged_copy_precision_is_a_choice(lora_model, tiny_model, tmp_path):
+    """A small LoRA update (as after a short run) mostly rounds away in a bf16 merge; dtype="float32" keeps it
+    exactly. The default stays 16-bit (bf16 here), as Unsloth's merged_16bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    _, tokenizer = tiny_model
+    model = copy.deepcopy(lora_model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 1e-4)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = layer.base_layer.weight.detach().clone()
+    exact = base + layer.get_delta_weight("default")
+    changed = exact != base
+    saved = {}
+    for dtype in (None, "bfloat16", "float32"):
+        folder = export.save_merged(model, tokenizer, tmp_path / str(dtype), dtype=dtype)
+        assert json.loads((folder / "config.json").read_text())["dtype"] == (dtype or "bfloat16")
+        saved[dtype] = load_file(str(folder / "model.safetensors"))[key].float()
+    assert torch.equal(saved[None], saved["bfloat16"])
+    assert torch.equal(saved["float32"], exact)  # every update kept
+    rounded_away = (saved["bfloat16"] == base)[changed].float().mean()
+    assert rounded_away > 0.5  # most of a small update does not survive bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the trained model is left as it was
+    with pytest.raises(ExportError, match="dtype='fp8' for the merged copy; allowed: None"):
+        export.save_merged(model, tokenizer, tmp_path / "fp8", dtype="fp8")
+    assert not (tmp_path / "fp8").exists()

@@ -113,6 +113,16 @@ def test_train_prints_advice_on_oom_and_reraises(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_sampling_from_nan_logits_is_a_non_finite_error():
+    """GRPO samples completions: NaN/inf logits fail in torch.multinomial, said as what it is."""
+    trainer = RaisingTrainer(RuntimeError("probability tensor contains either `inf`, `nan` or element < 0"))
+    trainer.state = SimpleNamespace(global_step=3)
+    trainer.args = SimpleNamespace(fp16=True, bf16=False, learning_rate=5e-6, logging_nan_inf_filter=False)
+    with pytest.raises(NonFiniteTrainingError, match=r"step 4: the sampling distribution of a generation is "
+                                                     r"nan/inf \(the logits overflowed .*\(fp16\); likely an fp16"):
+        train(trainer, get_recipe("grpo", "quick"))
+
+
 def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
     from trl import SFTConfig, SFTTrainer
 

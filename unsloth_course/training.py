@@ -177,6 +177,10 @@ def train(trainer, recipe: Recipe, technique: str | None = None, resume_from_che
     except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
         if is_oom(error) and is_main_process():
             print(oom_advice(recipe))
+        if "probability tensor contains either" in str(error):  # GRPO sampling from NaN/inf logits
+            raise NonFiniteTrainingError(trainer.state.global_step + 1, "sampling distribution of a generation",
+                                         "nan/inf", precision_of(args), float(getattr(args, "learning_rate", 0.0)),
+                                         " (the logits overflowed or the weights hold NaN)") from error
         raise
     finally:  # a second train() on the same trainer gets its own clock, not this one's steps too
         trainer.remove_callback(clock)
