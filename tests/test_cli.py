@@ -76,6 +76,14 @@ def test_a_repo_id_that_cannot_load_offline_fails_before_loading(monkeypatch, tm
     assert "model_name='./gone': no such folder" in capsys.readouterr().err
 
 
+def test_an_output_folder_that_is_a_file_fails_before_loading(monkeypatch, tmp_path, capsys):
+    _no_model_loading(monkeypatch)
+    (tmp_path / "taken").write_text("a file")
+    assert main(["run", "lora", "--quick", "--output-dir", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert f"run: error: output folder {str(tmp_path / 'taken')!r} is a file" in err and err.count("\n") == 1
+
+
 def test_a_non_finite_loss_is_a_one_line_error(monkeypatch, capsys):
     from unsloth_course.cli import run as runner
     from unsloth_course.training import NonFiniteTrainingError

@@ -216,6 +216,12 @@ def test_export_names_are_file_names_inside_out(checkpoint, tmp_path, capsys, na
     assert not list(tmp_path.parent.glob("evil*")) and not list(checkpoint.parent.glob("evil*"))
 
 
+def test_an_out_folder_that_is_a_file_is_refused(checkpoint, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="--out .* is a file; give a folder"):
+        export.plan_exports(checkpoint, ["f16"], tmp_path / "file")
+
+
 def test_plain_export_names_are_kept(checkpoint, tmp_path):
     targets, _, _ = export.plan_exports(checkpoint, ["f16", "q8_0"], tmp_path, name="smollm2.v1-lora")
     assert [p.name for p in targets.values()] == ["smollm2.v1-lora.F16.gguf", "smollm2.v1-lora.Q8_0.gguf"]

@@ -614,6 +614,8 @@ def plan_exports(model_dir: str | Path, quantizations: Sequence[str], out_dir: s
                 "Build llama.cpp (cmake --build build --target llama-quantize) and put it on PATH, or export "
                 f"{', '.join(CONVERTER_QUANTIZATIONS)}, which the pure-Python converter writes itself.")
     out = Path(out_dir) if out_dir else Path(f"{model_dir}_gguf")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {str(out)!r} is a file; give a folder for the GGUF files")
     stem = check_export_name(name) if name is not None else default_gguf_name(model_dir)
     targets = {q: out / f"{stem}.{q.upper()}.gguf" for q in quants}
     existing = [p for p in targets.values() if p.exists()]

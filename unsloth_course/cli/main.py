@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
             save_total_limit=args.save_total_limit, resume=args.resume, train_only=args.train_only)
-    except (NoCheckpointError, ModelNotFoundError, NonFiniteTrainingError) as error:
+    except (NoCheckpointError, ModelNotFoundError, NonFiniteTrainingError, NotADirectoryError) as error:
         return _error("run", error)
     distributed.shutdown()  # under torchrun: no rank leaves while another still works
     return 0

@@ -350,6 +350,8 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
                                    or save_steps <= 0):
         raise ValueError(f"save_steps={save_steps!r} must be a positive integer (or None: no checkpoints)")
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {str(out)!r} is a file; give a folder (--output-dir)")
     try:  # the model to start from: an existing model folder or a repo id loadable here, before anything loads
         check_model_name(model_name or recipe.model_name, technique)
     except ValueError as error:
