@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before unsloth_course is imported: no test may reach the Hub
 
 import ast
+import copy
 import re
 
 import pytest
@@ -645,7 +646,8 @@ def test_length_reports_match_what_trl_cuts_and_drops(tiny_model, tmp_path, caps
 
     from unsloth_course.data import report_dpo_lengths, report_sft_lengths, to_prompt_completion
 
-    model, tokenizer = tiny_model
+    base, tokenizer = tiny_model
+    model = copy.deepcopy(base)  # trainers change a model they get (gradient checkpointing): not the shared one
     sft = to_prompt_completion(load_alpaca(64))
     pairs = to_dpo_conversations(load_orca_dpo(40))
     capsys.readouterr()
