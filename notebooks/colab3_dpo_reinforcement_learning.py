@@ -40,8 +40,9 @@
 #
 # **What this run shows.** Preference pairs rendered with the chat template; LoRA, where the reference model
 # costs no second copy of the model; DPO's training metrics (rewards of chosen and rejected answers, margins,
-# accuracies); the **held-out preference accuracy before and after** training, measured; answers side by side;
-# and a small `beta` experiment.
+# accuracies); on **held-out pairs that training never sees**, the implicit-reward accuracy and margin after
+# training and how often the model prefers the chosen answer before and after, each with a 95% interval; answers
+# side by side; and a small `beta` experiment.
 #
 # **Hardware.** Colab T4 GPU (free; fp16 only), or locally on a CPU with `UNSLOTH_COURSE_QUICK=1`: same code,
 # a few steps, small numbers.
@@ -52,6 +53,13 @@
 # %%
 # SETUP
 
+# %% [markdown]
+# `DATASET`: a Hub id, or your own `.json`/`.jsonl`/`.parquet`/`.csv` file with Intel/orca_dpo_pairs' columns
+# `system` (may be empty), `question`, `chosen` and `rejected`.
+
+# %% tags=["parameters"]
+DATASET = "Intel/orca_dpo_pairs"
+
 # %%
 from unsloth_course import FastLanguageModel, backend_info, get_recipe  # first: imports Unsloth  # noqa: I001
 
@@ -61,15 +69,13 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from trl import DPOConfig, DPOTrainer
 
-from unsloth_course import data, hardware, measurement, plots, records, training
-from unsloth_course.evaluation import preference_accuracy
-from unsloth_course.inference import chat, compare
+from unsloth_course import data, evaluation, measurement, models, plots, records, trainers, training
+from unsloth_course.inference import chat, chat_details, compare
 
-recipe = get_recipe("dpo")
+recipe = get_recipe("dpo", dataset=DATASET)
 print(backend_info())
-print(f"\nrecipe profile: {recipe.profile}")
+print(f"\nrecipe profile: {recipe.profile}; data: {recipe.dataset}")
 
 # %% [markdown]
 # ## Load the model and add LoRA adapters
@@ -94,10 +100,10 @@ def add_lora(base_model):
         base_model,
         r=recipe.lora_r,                       # rank of B·A: capacity of the update (8-64 typical; 16 here)
         lora_alpha=recipe.lora_alpha,          # scale alpha/r; alpha = r keeps the scale at 1
-        lora_dropout=recipe.lora_dropout,      # 0 is fastest in Unsloth and rarely hurts on short runs
+        lora_dropout=recipe.lora_dropout,      # 0 (TRL's DPO switches dropout off anyway: disable_dropout)
         target_modules=list(recipe.target_modules),  # all attention and MLP projections, as in notebook 2
         bias="none",                           # do not train biases (Llama-style models have none)
-        use_gradient_checkpointing="unsloth",  # recompute activations: 2 sequences per pair; keep on vs OOM
+        use_gradient_checkpointing=trainers.checkpointing_mode(recipe),  # chosen here, not in DPOConfig
         random_state=recipe.seed,              # same adapter initialization every time
         use_rslora=recipe.use_rslora,          # rank-stabilized scaling alpha/sqrt(r): for large r only
     )
@@ -118,7 +124,7 @@ print(measurement.parameter_line(model))
 # that one". The pairs themselves play the role of the reward model.
 
 # %%
-raw = data.load_orca_dpo(recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
+raw = data.load_orca_dpo(source=recipe.dataset, n_rows=recipe.n_train_rows + recipe.n_eval_rows, seed=recipe.seed)
 raw.to_pandas().head(4)
 
 # %% [markdown]
@@ -149,9 +155,11 @@ for key in ("chosen", "rejected"):
 
 # %% [markdown]
 # **Prompt length.** Older tutorials pass `max_prompt_length` to `DPOConfig`. TRL 1.x's `DPOConfig` has no
-# such argument (only `max_length` for prompt + answer, and `truncation_mode`), so the course drops the pairs
-# whose templated prompt is longer than `recipe.max_prompt_length` tokens: a cut prompt would train on a
-# question the model never fully saw. The check counts the prompt tokens independently.
+# such argument (only `max_length` for prompt + answer, and `truncation_mode`): plain TRL raises a TypeError, and
+# Unsloth's config wrapper drops it with a printed line. Either way nothing cuts prompts, and TRL silently drops a
+# pair whose prompt alone fills `max_length`. So the course drops, and counts, the pairs whose templated prompt is
+# longer than `recipe.max_prompt_length` tokens: a cut prompt would train on a question the model never fully saw.
+# The check counts the prompt tokens independently.
 
 # %%
 pairs = data.filter_long_prompts(pairs, tokenizer, recipe.max_prompt_length)
@@ -183,40 +191,41 @@ print(f"mean answer length: chosen {sum(chosen_len) / len(pairs):.1f} tokens, "
 print(f"chosen is the longer answer in {longer:.1%} of the pairs")
 
 # %% [markdown]
-# A held-out split of `recipe.n_eval_rows` pairs is never trained on: the preference accuracy is measured
-# on it.
+# A held-out split of `recipe.n_eval_rows` pairs is never trained on: every preference metric below is measured on
+# it. Training pairs whose question repeats a held-out question (exactly or nearly) are removed too.
 
 # %%
-split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
-train_set, held_out = split["train"], split["test"]
+train_set, held_out = data.held_out_split(pairs, recipe.n_eval_rows, recipe.seed)
 eval_prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
-print(f"train: {len(train_set)} pairs, held out: {len(held_out)} pairs")
 
 # %% [markdown]
 # ## Baseline: the model before DPO
-# `preference_accuracy` scores every held-out pair without generating anything: it sums the log-probabilities
-# of the chosen answer's tokens and of the rejected answer's tokens given the templated prompt.
-# - **log p accuracy**: the share of pairs where `log p(chosen) > log p(rejected)` under the model.
-# - **reward accuracy**: the same comparison with DPO's implicit rewards (log-ratios to the reference). Before
-#   training the policy *is* the reference, every reward is exactly 0, so it only means something after
-#   training.
+# `evaluation.preference_metrics` scores every held-out pair without generating anything: it sums the
+# log-probabilities of the chosen answer's tokens and of the rejected answer's tokens given the templated prompt,
+# under the model and under the reference (the same model with its adapter switched off).
+# - **implicit-reward accuracy**: the share of pairs whose DPO reward `beta · (log π − log π_ref)` is higher for
+#   the chosen answer: exactly DPO's criterion, on pairs it never trained on. Before training the policy *is* the
+#   reference and every reward is 0, so it is undefined ("n/a"), not 0%.
+# - **mean reward margin**: the average of `r(chosen) − r(rejected)`; 0 before training by construction.
+# - **log p accuracy**: how often `log p(chosen) > log p(rejected)` under the model itself. Summed log-probabilities
+#   favour short answers (every token adds a negative term), so this mixes preference with length.
+# - **length-normalized log p accuracy**: the same with the mean log-probability per token, which removes most of
+#   the length effect.
 #
-# Summed log-probabilities favour short answers: every token adds a negative term. If the log p accuracy is
-# low before training, compare with the answer lengths above. The reward accuracy is less exposed to this: the
-# reference pays the same per-token cost for the same answer, so "longer is less likely" cancels in the
-# log-ratio (a longer answer can still collect a larger reward once the policy moves).
+# Each comes with a 95% interval (Wilson for the accuracies, bootstrap for the margin): with 64 pairs, one pair is
+# 1.6 points and an interval is about ±12 points wide, so differences inside it are noise. The rewards are less
+# exposed to length than log p: the reference pays the same per-token cost for the same answer, so "longer is less
+# likely" cancels in the log-ratio.
 
 # %%
-pref_before = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
-print(f"log p(chosen) > log p(rejected) on {pref_before['pairs']} held-out pairs: "
-      f"{pref_before['logp_accuracy']:.1%}")
-print(f"mean log p(chosen) - log p(rejected): {pref_before['mean_logp_margin']:.3f} nats")
+pref_before = evaluation.preference_metrics(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
+print(pref_before)
 
 # %% [markdown]
 # Greedy answers to three held-out prompts, to compare after training:
 
 # %%
-before = chat(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
+before = chat_details(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
 for prompt, answer in zip(eval_prompts, before):
     print(f">>> {prompt[-1]['content'][:70]}\n{answer}\n")
 
@@ -224,64 +233,34 @@ for prompt, answer in zip(eval_prompts, before):
 # ## Training configuration
 # What differs from SFT:
 # - **`beta`** scales the implicit reward: a larger `beta` holds the policy closer to the reference (the loss
-#   saturates after a smaller change), a smaller one lets it drift further. 0.1 is the common default;
-#   0.01-0.5 is the usual range.
-# - **Learning rate.** DPO pushes on log-probability *differences* and degrades a model quickly; its rates are
-#   well below SFT's (LoRA DPO around 5e-6 to 5e-5, full fine-tuning DPO around 5e-7 to 5e-6).
+#   saturates after a smaller change), a smaller one lets it drift further. 0.1 is TRL's default; 0.01-0.5 is the
+#   usual range.
+# - **Learning rate.** DPO pushes on log-probability *differences* and degrades a model quickly; its rates are well
+#   below SFT's (LoRA DPO around 5e-6 to 5e-5, full fine-tuning DPO around 5e-7 to 5e-6).
 # - **Batch.** Each pair is two sequences (prompt + chosen, prompt + rejected), each through the policy with
 #   gradients and through the reference without: a batch of 2 pairs costs more than an SFT batch of 4 rows.
-# - **Lengths.** `max_length` bounds prompt + answer; there is no `max_prompt_length` (filtered above).
+# - **Lengths.** `max_length` bounds prompt + answer; there is no `max_prompt_length` (filtered above). Passing it
+#   anyway shows what your TRL does with it:
 
 # %%
 print(f"learning rate: DPO {recipe.learning_rate:g}, LoRA SFT (notebook 2) "
       f"{get_recipe('lora', recipe.profile).learning_rate:g}")
 try:  # the argument older tutorials pass
-    DPOConfig(output_dir="outputs/dpo", max_prompt_length=recipe.max_prompt_length)
-    # Unsloth's DPOConfig wrapper takes retired arguments, drops them and prints a line that says so
+    trainers.dpo_args(recipe, "outputs/dpo", max_prompt_length=recipe.max_prompt_length)
     print("DPOConfig(max_prompt_length=...) accepted and dropped (Unsloth's wrapper; see its message above): "
           "TRL 1.x does not use it")
 except TypeError as error:  # plain TRL 1.x
     print(f"DPOConfig(max_prompt_length=...) -> TypeError: {error}")
 
 # %% [markdown]
-# Every argument, with why this value and what to change when it runs out of memory or is slow:
+# `trainers.dpo_trainer` builds the trainer from the recipe (the same function builds it for
+# `unsloth-course run dpo`). With a LoRA model and `ref_model=None` no second model is loaded. Every argument the
+# recipe sets, with its value and why:
 
 # %%
-dpo_args = dict(
-    output_dir="outputs/dpo",             # checkpoints and logs
-    beta=recipe.beta,                     # implicit-reward scale / strength of the pull to the reference
-    loss_type=["sigmoid"],                # DPO's logistic loss on the margin (TRL's default; also "ipo", ...)
-    max_steps=recipe.max_steps,           # optimizer steps, each on batch x accumulation pairs
-    per_device_train_batch_size=recipe.per_device_train_batch_size,  # pairs per forward pass; halve on OOM
-    gradient_accumulation_steps=recipe.gradient_accumulation_steps,  # effective batch = batch x accumulation:
-                                                                     # raise it when you halve the batch
-    learning_rate=recipe.learning_rate,   # far below SFT's; too high collapses the outputs (see pitfalls)
-    warmup_steps=recipe.warmup_steps,     # the rate ramps up from 0: the first update is a no-op
-    lr_scheduler_type=recipe.lr_scheduler_type,  # linear decay to 0
-    weight_decay=recipe.weight_decay,     # 0: the reference already regularizes the policy
-    optim=training.resolve_optim(recipe.optim),  # 8-bit AdamW on GPU (AdamW on CPU); adapters are small
-    max_length=recipe.max_seq_length,     # prompt + answer in tokens; lower it on OOM (long answers get cut)
-    truncation_mode="keep_start",         # cut over-long sequences at the end of the answer (prompts were
-                                          # filtered); TRL 1.x deprecates "keep_end"
-    gradient_checkpointing=recipe.gradient_checkpointing,  # less activation memory, ~30% more compute
-    precompute_ref_log_probs=False,       # True scores the reference once before training: saves the
-                                          # reference pass per step, costs a pass over the data first
-    logging_steps=recipe.logging_steps,   # rewards and margins every step for the plots
-    include_num_input_tokens_seen="non_padding",  # honest tokens/s
-    seed=recipe.seed,                     # same data order in the beta experiment
-    report_to="none",                     # no experiment tracker needed
-    save_strategy="no",                   # the adapter is saved explicitly below
-    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
-)
-config = DPOConfig(**dpo_args)
-trainer = DPOTrainer(
-    model=model,
-    ref_model=None,                       # LoRA: the reference is the model without the trained adapter
-    args=config,
-    train_dataset=train_set,
-    processing_class=tokenizer,           # renders the conversational pairs with the chat template
-    callbacks=[plots.live_loss_callback()],  # live loss curve
-)
+trainer = trainers.dpo_trainer(recipe, model, tokenizer, train_set, output_dir="outputs/dpo",
+                               callbacks=[plots.live_loss_callback()])
+trainers.explain(trainer.args)
 
 # %% [markdown]
 # **Where the reference lives.** TRL keeps a frozen copy of the *starting* adapter, named `"ref"`, and
@@ -304,7 +283,8 @@ print(measurement.parameter_line(model))
 # - **rewards/chosen** and **rewards/rejected** (mean `beta · log-ratio` of each answer): they should
 #   separate, chosen above rejected. Both may fall below 0: DPO only constrains their difference.
 # - **rewards/margins**: chosen minus rejected reward; it should grow.
-# - **rewards/accuracies**: the share of the step's pairs whose chosen reward beats the rejected one.
+# - **rewards/accuracies**: the share of the step's pairs whose chosen reward beats the rejected one (strictly:
+#   it reads 0, not 50%, while every reward is still 0).
 #
 # Each logged value comes from that step's batch, measured before the step's update, so the rewards stay
 # exactly 0 until the first update with a non-zero learning rate. A batch holds a few pairs: read trends, not
@@ -335,31 +315,21 @@ print(f"mean of the last {k} logged step{'s' * (k > 1)}: margin {last['rewards/m
       f"rejected reward {last['rewards/rejected']:.4f}")
 
 # %% [markdown]
-# ## Evaluation: held-out preference accuracy, before vs after
-# The same held-out pairs, scored again. The **reward accuracy** now compares log-ratios to the reference
-# (the base model: adapters off), exactly DPO's criterion on pairs it never saw; before training it is not
-# defined (all rewards 0), hence "n/a". The reward margin is 0 before training by construction.
+# ## Evaluation: held-out preferences, before vs after
+# The same held-out pairs, scored again. The implicit-reward accuracy is the headline: DPO's own criterion on pairs
+# it never trained on. Read the log p accuracies with the lengths above in mind, and read every number with its
+# interval.
 
 # %%
-pref_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
-pd.DataFrame({
-    "before DPO": {"log p accuracy": f"{pref_before['logp_accuracy']:.1%}",
-                   "mean log p margin (nats)": f"{pref_before['mean_logp_margin']:.3f}",
-                   "reward accuracy": "n/a (policy = reference)",
-                   "mean reward margin": f"{pref_before['mean_reward_margin']:.4f}"},
-    "after DPO": {"log p accuracy": f"{pref_after['logp_accuracy']:.1%}",
-                  "mean log p margin (nats)": f"{pref_after['mean_logp_margin']:.3f}",
-                  "reward accuracy": f"{pref_after['reward_accuracy']:.1%}",
-                  "mean reward margin": f"{pref_after['mean_reward_margin']:.4f}"},
-}).rename_axis(f"{pref_after['pairs']} held-out pairs")
+pref_after = evaluation.preference_metrics(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
+evaluation.preference_table({"before DPO": pref_before, "after DPO": pref_after})
 
 # %% [markdown]
-# Look at whether the chosen answers gained on the rejected ones (log p margin, reward accuracy) by more than
-# the noise of a few pairs allows. Then the answers, which a number cannot replace (after the few small steps
-# of quick mode, greedy answers may not change at all):
+# Then the answers, which a number cannot replace (after the few small steps of quick mode, greedy answers may not
+# change at all). Flags mark answers that loop, stop at `max_new_tokens` or are empty.
 
 # %%
-after = chat(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
+after = chat_details(model, tokenizer, eval_prompts, max_new_tokens=recipe.max_new_tokens)
 compare(eval_prompts, before, after)
 
 # %% [markdown]
@@ -424,18 +394,17 @@ for beta in recipe.beta_sweep:
     base, _ = FastLanguageModel.from_pretrained(
         model_name=recipe.model_name, max_seq_length=recipe.max_seq_length, dtype=None, load_in_4bit=False)
     sweep_model = add_lora(base)
-    sweep_config = DPOConfig(**{**dpo_args, "beta": beta, "max_steps": recipe.beta_sweep_steps,
-                                "warmup_steps": 0, "output_dir": f"outputs/dpo/beta_{beta}"})
-    sweep_trainer = DPOTrainer(model=sweep_model, ref_model=None, args=sweep_config, train_dataset=train_set,
-                               processing_class=tokenizer)
+    sweep_recipe = recipe.replace(beta=beta, max_steps=recipe.beta_sweep_steps, warmup_steps=0)
+    sweep_trainer = trainers.dpo_trainer(sweep_recipe, sweep_model, tokenizer, train_set,
+                                         output_dir=f"outputs/dpo/beta_{beta}")
     sweep_trainer.train()
     sweep_logs[beta] = sweep_trainer.state.log_history
-    held = preference_accuracy(sweep_model, tokenizer, held_out, recipe.max_seq_length, beta)
+    held = evaluation.preference_metrics(sweep_model, tokenizer, held_out, recipe.max_seq_length, beta)
     sweep_rows.append({"beta": beta,
                        "last train margin": measurement.losses(sweep_logs[beta], "rewards/margins")[-1][1],
-                       "held-out reward margin": held["mean_reward_margin"],
-                       "held-out log-ratio margin (margin / beta)": held["mean_reward_margin"] / beta,
-                       "held-out reward accuracy": held["reward_accuracy"]})
+                       "held-out reward margin": held.mean_reward_margin.value,
+                       "held-out log-ratio margin (margin / beta)": held.mean_reward_margin.value / beta,
+                       "held-out reward accuracy": held.reward_accuracy.value})
     del sweep_trainer, sweep_model, base  # free each model before the next one
     gc.collect()
     if torch.cuda.is_available():
@@ -462,8 +431,8 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 # %% [markdown]
 # ## Pitfalls and best practices
 # - **`max_prompt_length` is gone.** TRL 1.x's `DPOConfig` rejects it; Unsloth's wrapper accepts it and drops
-#   it with a warning (shown above): either way nothing cuts prompts. Filter long prompts, as here, and set
-#   `max_length` for prompt + answer.
+#   it with a warning (shown above): either way nothing cuts prompts, and TRL drops pairs whose prompt alone fills
+#   `max_length`. Filter long prompts, as here, and set `max_length` for prompt + answer.
 # - **Chat template mismatch.** TRL renders conversational pairs with the tokenizer's chat template. If you
 #   pre-render text with another template, or chat with a different one afterwards, the model learns
 #   preferences in a format it never sees at inference. Keep pairs conversational; the prefix check in the
@@ -477,10 +446,12 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 #   `trainer.state.log_history` and read the answers, not only the margin; lower the rate 2-10x if the chosen
 #   log-probability keeps dropping.
 # - **Length bias.** Summed log-probabilities make length matter: where chosen answers are usually longer (see
-#   the data section), DPO can learn "longer is better". Compare answer lengths before and after; counter with
-#   length-balanced data, `ld_alpha` (LD-DPO) or a length-normalized loss (`loss_type="ipo"` in TRL).
-# - **Reward accuracy is not quality.** It is measured on the pairs' own answers; always read generated
-#   answers.
+#   the data section), DPO can learn "longer is better". Compare answer lengths before and after and the
+#   length-normalized accuracy above; counter with length-balanced data, `ld_alpha` (LD-DPO) or a length-normalized
+#   loss (`loss_type="sigmoid_norm"` or `"ipo"` in TRL).
+# - **Reward accuracy is not quality.** It is measured on the pairs' own answers, by the model's own reference;
+#   always read generated answers. And report it on held-out pairs with its interval: on the training pairs it
+#   climbs to 100% by memorization.
 # - **Reference.** With LoRA, pass `ref_model=None` (no second model). Do not pass the same object as `model`
 #   and `ref_model`: TRL refuses it.
 
@@ -495,13 +466,15 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 #    `recipe = get_recipe("dpo", beta_sweep=(0.05, 0.1, 0.5), beta_sweep_steps=30)`. Does the log-ratio margin
 #    now depend on `beta`?
 # 2. Multiply the learning rate by 10. Plot `logps/chosen` and `logps/rejected` and read the answers.
-# 3. Train with `loss_type=["ipo"]` and compare the answer lengths before and after with the sigmoid loss.
+# 3. Train with the length-normalized loss (`trainers.dpo_args(recipe, "outputs/dpo", loss_type=["sigmoid_norm"])`
+#    as the trainer's `args`) and compare the length-normalized log p accuracy and the answer lengths.
 # 4. Swap `chosen` and `rejected` in the training data. What happens to the held-out accuracies?
 
 # %%
 records.write_run_record("dpo", {
-    **summary, "recipe": recipe.to_dict(), "preference_before": pref_before, "preference_after": pref_after,
-    "adapter_mb": adapter_mb, "answers": compare(eval_prompts, before, after).to_records(),
-    "beta_sweep": sweep_table.reset_index().to_dict("records"),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
+    "held_out": {"before": pref_before, "after": pref_after},
+    "adapter_mb": adapter_mb, "beta_sweep": sweep_table.reset_index().to_dict("records"),
+    "answers": compare(eval_prompts, before, after).to_records(),
 })
 print(measurement.format_summary(summary))

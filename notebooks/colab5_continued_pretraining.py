@@ -25,12 +25,13 @@
 # **When to use it.** A domain the base model saw little of (a programming language, law, medicine, your
 # company's documents), a new human language, or knowledge more recent than the pretraining data. The risk
 # is **catastrophic forgetting**: pulling the model towards the new text can degrade what it knew. So we
-# measure it: perplexity on general text before and after, next to perplexity on held-out code.
+# measure it: perplexity on real general English prose before and after, next to perplexity on held-out code.
 #
 # **What this run shows.** LoRA on SmolLM2-135M-Instruct **plus the embeddings and output head trained in
 # full, at their own smaller learning rate** (Unsloth's `UnslothTrainer` with `embedding_learning_rate`);
-# packing of raw functions; perplexities and code completions before and after; what tied embeddings mean
-# for training and merging, and a check that the merged checkpoint still holds what was trained.
+# packing of raw functions; on functions training never sees, code perplexity before and after, and how the model
+# continues their first lines; the perplexity of general prose (forgetting); what tied embeddings mean for training
+# and merging, and a check that the merged checkpoint still holds what was trained.
 #
 # **Hardware.** Colab T4 GPU (free; fp16 only), or locally on a CPU with `UNSLOTH_COURSE_QUICK=1`: a few tiny
 # steps, enough to see every mechanism, with changes to match.
@@ -41,14 +42,17 @@
 # %%
 # SETUP
 
+# %% [markdown]
+# `DATASET`: a Hub id, or your own `.jsonl`/`.parquet`/`.json`/`.csv` file in CodeSearchNet's schema (at least
+# `whole_func_string` and `func_name`). `GENERAL_DATASET`: where the general prose for the forgetting check comes
+# from (the answers of an Alpaca-style dataset, or your own file with an `output` column).
+
+# %% tags=["parameters"]
+DATASET = "claudios/code_search_net"
+GENERAL_DATASET = "yahma/alpaca-cleaned"
+
 # %%
-from unsloth_course import (  # noqa: I001  (first: imports Unsloth on a GPU)
-    FastLanguageModel,
-    UnslothTrainer,
-    UnslothTrainingArguments,
-    backend_info,
-    get_recipe,
-)
+from unsloth_course import FastLanguageModel, backend_info, get_recipe  # first: imports Unsloth on a GPU
 
 from pathlib import Path
 
@@ -60,14 +64,12 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 from trl import pack_dataset
 
-from unsloth_course import data, hardware, measurement, plots, records, training
-from unsloth_course.evaluation import perplexity
-from unsloth_course.inference import compare, generate
-from unsloth_course.prompts import CODE_HEADERS
+from unsloth_course import data, evaluation, measurement, models, plots, records, trainers, training
+from unsloth_course.inference import compare, generate_details
 
-recipe = get_recipe("cpt")
+recipe = get_recipe("cpt", dataset=DATASET, general_dataset=GENERAL_DATASET)
 print(backend_info())
-print(f"\nrecipe profile: {recipe.profile}")
+print(f"\nrecipe profile: {recipe.profile}; data: {recipe.dataset}; general prose: {recipe.general_dataset}")
 print(f"learning_rate {recipe.learning_rate:g} (LoRA), "
       f"embedding_learning_rate {recipe.embedding_learning_rate:g} (embeddings), "
       f"packing={recipe.packing}, max_seq_length={recipe.max_seq_length}, r={recipe.lora_r}")
@@ -119,10 +121,10 @@ model = FastLanguageModel.get_peft_model(
     model,
     r=recipe.lora_r,                        # rank of the adapters on the seven projections
     lora_alpha=recipe.lora_alpha,           # update scale alpha/r
-    lora_dropout=recipe.lora_dropout,       # 0 is fastest in Unsloth and rarely hurts on short runs
+    lora_dropout=recipe.lora_dropout,       # 0: no dropout mask
     target_modules=list(recipe.target_modules),  # 7 projections (LoRA) + embed_tokens, lm_head (full copies)
     bias="none",                            # Llama-style models have no biases
-    use_gradient_checkpointing="unsloth",   # recompute activations: long raw documents in little memory
+    use_gradient_checkpointing=trainers.checkpointing_mode(recipe),  # long raw documents in little memory
     random_state=recipe.seed,               # reproducible adapter initialization
     use_rslora=recipe.use_rslora,           # rank-stabilized scaling alpha/sqrt(r); helps at large r
 )
@@ -147,12 +149,13 @@ pd.DataFrame([{"trained in full": name, "shape": tuple(param.shape), "parameters
 
 # %% [markdown]
 # ## Data: Python functions as raw text
-# CodeSearchNet's Python functions (offline: documented functions from this Python's standard library, taken
-# by the library from its source files), split into training functions and held-out functions that training
-# never sees. A row is just code:
+# CodeSearchNet's Python functions (offline: documented functions from this Python's standard library, taken by
+# the library from its source files), split into training functions and held-out functions that training never
+# sees. A row is just code:
 
 # %%
-code = data.load_python_code(recipe.n_train_rows, recipe.n_eval_rows, recipe.seed)
+code = data.load_python_code(source=recipe.dataset, n_train=recipe.n_train_rows, n_eval=recipe.n_eval_rows,
+                             seed=recipe.seed)
 print(code["train"][0]["text"])
 first_rows = code["train"].select(range(5))
 pd.DataFrame({"name": first_rows["name"], "first line": [text.split("\n")[0] for text in first_rows["text"]],
@@ -221,63 +224,49 @@ print(tokenizer.decode(example["input_ids"][cut - 20:cut + 20]))
 
 # %% [markdown]
 # ## Baseline: perplexity and completions before training
-# **Perplexity** is `exp(mean next-token loss)`: the lower, the less surprised the model is by the text. Two
-# held-out sets: Python functions (what we train for) and general instruction-following text rendered with
-# the chat template (what we must not forget). Here is the start of one general-text sample:
+# **Perplexity** is `exp(mean next-token loss)` over every token of a text: the lower, the less surprised the model
+# is. Two held-out sets, both raw text like the training data:
+# - **held-out Python functions**: what we train for;
+# - **general English prose**: answers of Alpaca-style instructions that contain no code (offline: the library's
+#   generated answers), as plain text. It is the kind of text the model handled before CPT and CPT never shows it;
+#   if CPT pulls the model towards code at the expense of everything else (forgetting), this perplexity rises.
+#
+# Each perplexity comes with a 95% bootstrap interval over the texts. Here is the start of one prose sample:
 
 # %%
 held_out_code = list(code["test"]["text"])
-general_text = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
-print(general_text[0][:400])
+general_prose = data.load_general_prose(source=recipe.general_dataset, n=recipe.n_eval_rows, seed=recipe.seed)
+print(general_prose[0][:400])
 
 # %%
-ppl_before = {"code": perplexity(model, tokenizer, held_out_code, recipe.max_seq_length),
-              "general": perplexity(model, tokenizer, general_text, recipe.max_seq_length)}
-print(f"perplexity before training: held-out code {ppl_before['code']:.3f}, "
-      f"general text {ppl_before['general']:.3f}")
+ppl_before = {"code": evaluation.perplexity_report(model, tokenizer, held_out_code, recipe.max_seq_length),
+              "prose": evaluation.perplexity_report(model, tokenizer, general_prose, recipe.max_seq_length)}
+for name, result in ppl_before.items():
+    print(f"{name:5s}: {result}")
 
 # %% [markdown]
-# The same three function headers are completed before and after training. `generate` continues raw text (no
-# chat template: a CPT model is a text continuer), greedily. It strips leading whitespace, so the first body
-# line prints without its indentation. An instruction model given raw code may also drift into prose.
+# **Completions.** The first lines of up to 16 held-out functions (signature, docstring and the first line of the
+# body) are continued before and after training. Given only a signature and a docstring, an instruction model tends to close
+# the code block and explain the function in prose; with the first body line it continues inside the function.
+# `generate` continues raw text (no chat template: a CPT model is a text continuer), greedily; `completion_is_code`
+# checks whether the continuation is Python.
 
 # %%
-headers = list(CODE_HEADERS)
-before = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
-for header, completion in zip(headers, before):
-    print(f"{header}{completion}\n{'-' * 70}")
+heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
+before = generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
+for head, completion in list(zip(heads, before))[:3]:
+    print(f"{head}{completion}\n{'-' * 70}")
+print("continuations that are Python:", evaluation.code_rate(heads, [str(c) for c in before]))
 
 # %% [markdown]
 # ## Training configuration
-# `UnslothTrainingArguments` is TRL's `SFTConfig` plus `embedding_learning_rate`, and `UnslothTrainer` builds
-# an optimizer with separate parameter groups: the LoRA adapters at `learning_rate`, the embeddings (here the
-# one tied matrix) at `embedding_learning_rate`. `dataset_text_field="text"` with no prompt column means
-# plain language modeling: the loss covers every token.
+# `UnslothTrainingArguments` is TRL's `SFTConfig` plus `embedding_learning_rate`, and `UnslothTrainer` builds an
+# optimizer with separate parameter groups: the LoRA adapters at `learning_rate`, the embeddings (here the one tied
+# matrix) at `embedding_learning_rate`. `dataset_text_field="text"` with no prompt column means plain language
+# modeling: the loss covers every token. `trainers.cpt_trainer` builds both from the recipe (as for
+# `unsloth-course run cpt`); a callback records each group's learning rate at every step.
 
 # %%
-config = UnslothTrainingArguments(
-    output_dir="outputs/cpt",             # checkpoints and logs
-    max_steps=recipe.max_steps,           # optimizer steps
-    per_device_train_batch_size=recipe.per_device_train_batch_size,  # packed sequences per forward pass
-    gradient_accumulation_steps=recipe.gradient_accumulation_steps,  # effective batch = batch x accumulation
-    learning_rate=recipe.learning_rate,   # the LoRA adapters
-    embedding_learning_rate=recipe.embedding_learning_rate,  # embed_tokens (= lm_head, tied): smaller
-    warmup_steps=recipe.warmup_steps,     # short ramp-up from 0
-    lr_scheduler_type=recipe.lr_scheduler_type,  # linear decay; both groups follow the same schedule
-    weight_decay=recipe.weight_decay,     # mild regularization
-    optim=training.resolve_optim(recipe.optim),  # 8-bit AdamW on GPU; AdamW on CPU
-    max_length=recipe.max_seq_length,     # length of each packed sequence; longer functions are cut
-    packing=recipe.packing,               # True: several whole functions per sequence (best-fit decreasing)
-    dataset_text_field="text",            # raw text column: plain next-token loss on every token
-    logging_steps=recipe.logging_steps,   # loss every step for the live curve
-    include_num_input_tokens_seen="non_padding",  # honest tokens/s
-    seed=recipe.seed,
-    report_to="none",                     # no experiment tracker needed
-    save_strategy="no",                   # saved explicitly below
-    **hardware.precision_args(),          # bf16 on Ampere+, fp16 on a T4, fp32 on CPU
-)
-
-
 class LearningRates(TrainerCallback):
     """Records the learning rate of every optimizer group at the start of each step."""
 
@@ -289,9 +278,10 @@ class LearningRates(TrainerCallback):
 
 
 learning_rates = LearningRates()
-trainer = UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config,
-                         callbacks=[plots.live_loss_callback(), learning_rates])
+trainer = trainers.cpt_trainer(recipe, model, tokenizer, train_set, output_dir="outputs/cpt",
+                               callbacks=[plots.live_loss_callback(), learning_rates])
 print(f"the trainer packed {len(train_set)} functions into {len(trainer.train_dataset)} sequences")
+trainers.explain(trainer.args)
 
 # %% [markdown]
 # ### Two learning rates in one optimizer
@@ -356,25 +346,31 @@ pd.DataFrame({
 
 # %% [markdown]
 # ## Evaluation: what changed, what was forgotten
-# The same held-out sets as before training. A falling code perplexity is the point of CPT; a rising
-# general-text perplexity is forgetting.
+# The same held-out sets as before training, with the change on the same texts (paired) and its interval. A falling
+# code perplexity is the point of CPT. For the prose, a rise is forgetting; a fall is possible too and not a
+# contradiction: CPT trains the instruction model on raw text without a chat template, which also makes it better
+# at continuing plain text in general, until the pull towards code wins (a longer or faster run shows it turning).
 
 # %%
-ppl_after = {"code": perplexity(model, tokenizer, held_out_code, recipe.max_seq_length),
-             "general": perplexity(model, tokenizer, general_text, recipe.max_seq_length)}
-results = pd.DataFrame({"before": ppl_before, "after": ppl_after})
-results["change %"] = 100 * (results["after"] / results["before"] - 1)
-results.index = [f"held-out Python code ({len(held_out_code)} functions)",
-                 f"general instruction text ({len(general_text)} samples)"]
-results.round(3)
+ppl_after = {"code": evaluation.perplexity_report(model, tokenizer, held_out_code, recipe.max_seq_length),
+             "prose": evaluation.perplexity_report(model, tokenizer, general_prose, recipe.max_seq_length)}
+perplexity_changes = {
+    f"held-out Python code ({len(held_out_code)} functions)": evaluation.compare_perplexity(ppl_before["code"],
+                                                                                            ppl_after["code"]),
+    f"general English prose ({len(general_prose)} texts)": evaluation.compare_perplexity(ppl_before["prose"],
+                                                                                         ppl_after["prose"]),
+}
+evaluation.loss_table(perplexity_changes)
 
 # %% [markdown]
-# The completions, before and after. A greedy completion changes only when training moves the top-ranked token
-# somewhere; a handful of small steps (the quick profile) often leaves them identical.
+# The completions, before and after, with flags for loops and continuations cut at `max_new_tokens`. A greedy
+# completion changes only when training moves the top-ranked token somewhere; a handful of small steps (the quick
+# profile) often leaves them identical.
 
 # %%
-after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
-compare(headers, before, after)
+after = generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
+print("continuations that are Python, after:", evaluation.code_rate(heads, [str(c) for c in after]))
+compare(heads[:3], before[:3], after[:3])
 
 # %% [markdown]
 # ## Saving, and checking that the merge kept the training
@@ -514,19 +510,20 @@ assert changed_share >= 0.9, "the merged projections are the base weights: the L
 
 # %%
 print(f"reloaded tokenizer padding side: {merged_tokenizer.padding_side}")
-ppl_reloaded = perplexity(merged_model, merged_tokenizer, held_out_code, recipe.max_seq_length)
-gain = ppl_before["code"] - ppl_after["code"]
+code_before, code_after = ppl_before["code"].perplexity.value, ppl_after["code"].perplexity.value
+ppl_reloaded = evaluation.perplexity(merged_model, merged_tokenizer, held_out_code, recipe.max_seq_length)
+gain = code_before - code_after
 merge_check = pd.DataFrame({"held-out code perplexity": {
-    "base model (before training)": ppl_before["code"],
-    "trained model (in memory)": ppl_after["code"],
+    "base model (before training)": code_before,
+    "trained model (in memory)": code_after,
     "merged 16-bit, reloaded": ppl_reloaded,
 }})
-relative_gap = abs(ppl_reloaded / ppl_after["code"] - 1)
+relative_gap = abs(ppl_reloaded / code_after - 1)
 print(f"reloaded vs trained: {relative_gap:.3%} (tolerance 10%)")
-kept = (ppl_before["code"] - ppl_reloaded) / gain if abs(gain) > 1e-9 else 1.0
+kept = (code_before - ppl_reloaded) / gain if abs(gain) > 1e-9 else 1.0
 print(f"share of the gain kept by the 16-bit checkpoint: {kept:.0%}")
 assert relative_gap <= 0.10, "the reloaded merged model does not compute like the trained one"
-if gain > 0.01 * ppl_before["code"]:  # a gain large enough to measure a share of it
+if gain > 0.01 * code_before:  # a gain large enough to measure a share of it
     assert kept >= 0.5, "the 16-bit checkpoint lost most of what training gained"
 del merged_model
 merge_check.round(4)
@@ -545,7 +542,7 @@ merge_check.round(4)
 #   gets a gradient at every step (each wrong token is pushed down), and Adam normalizes step sizes, so even
 #   rare tokens' vectors move by about the learning rate each step. These vectors are shared by every layer
 #   and every prompt; moving them fast scrambles what the rest of the network expects and drives forgetting.
-#   Unsloth's guidance is an embedding learning rate 2-10x below the LoRA one.
+#   A common rule of thumb is an embedding learning rate 2-10x below the LoRA one (10x here).
 # - **Why train them at all.** A new domain shifts which tokens matter and what they mean (a new language even
 #   adds tokens whose rows start untrained); LoRA on the projections alone cannot change how tokens are
 #   represented on the way in or scored on the way out.
@@ -595,12 +592,13 @@ print("-> in the packed batch the second function " + ("does not see the first o
 #   kernel (flash-attn, xformers, or torch's `varlen_attn`). Unsloth takes torch's only when it accepts
 #   `enable_gqa` (torch >= 2.12), and SmolLM2 uses grouped-query attention (9 query, 3 key/value heads). So
 #   on an H100 with torch 2.11, Unsloth ran attention once per packed function: 3.5 s per CPT step, slower
-#   than plain transformers with flex attention. torch 2.11's flash kernel handles GQA, so
-#   `unsloth_course.kernels` gives its `varlen_attn` the missing argument before Unsloth loads. The same step
-#   then took 0.25-0.30 s (`unsloth-course bench cpt --profile throughput`, table in `docs/RESULTS.md`).
+#   than plain transformers with flex attention. torch 2.11's flash kernel handles GQA, so the course's command
+#   line (`unsloth_course/cli/kernels.py`, not part of this notebook's library) gives its `varlen_attn` the
+#   missing argument before Unsloth loads. The same step then took 0.25-0.30 s (`unsloth-course bench cpt
+#   --profile throughput`, table in `docs/RESULTS.md`).
 #   Check what your machine uses before trusting "packing is faster". `packing_strategy="wrapped"` (dense
 #   rows, examples may see their neighbour) avoids the question for pretraining-style text.
-# - **Forgetting.** Watch the general-text perplexity. Remedies: fewer steps, lower learning rates, mixing
+# - **Forgetting.** Watch the general-prose perplexity. Remedies: fewer steps, lower learning rates, mixing
 #   some general text into the CPT data ("replay"), and following CPT with SFT.
 # - **Held-out data must be held out.** Evaluate on functions that training never saw (the split above), or
 #   perplexity measures memorization.
@@ -626,7 +624,7 @@ print("-> in the packed batch the second function " + ("does not see the first o
 # its run record to `runs/`.
 #
 # Exercises:
-# 1. Set `embedding_learning_rate` equal to `learning_rate`. What happens to the general-text perplexity?
+# 1. Set `embedding_learning_rate` equal to `learning_rate`. What happens to the general-prose perplexity?
 # 2. Remove `embed_tokens` and `lm_head` from `target_modules` (and `embedding_learning_rate`, which then has
 #    nothing to apply to). How much does the code perplexity still fall? (Check 1 then fails, as it should:
 #    the embeddings did not train.)
@@ -635,10 +633,13 @@ print("-> in the packed batch the second function " + ("does not see the first o
 
 # %%
 records.write_run_record("cpt", {
-    **summary, "recipe": recipe.to_dict(),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(code["train"]),
+    "general_data": data.source_of(general_prose), "model": models.model_source(),
     "adapter_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
-    "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+    "held_out": perplexity_changes,
     "perplexity_merged_reloaded": ppl_reloaded, "optimizer_groups": groups,
-    "answers": compare(headers, before, after).to_records(),
+    "code_continuations": {"before": evaluation.code_rate(heads, before),
+                           "after": evaluation.code_rate(heads, after)},
+    "answers": compare(heads, before, after).to_records(),
 })
 print(measurement.format_summary(summary))

@@ -13,6 +13,10 @@ from hub.fixtures import local_hub  # noqa: F401  (a local Hub server: tests/hub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# An empty Hugging Face cache: offline, the loaders use what the cache holds, so a cache filled elsewhere
+# would change what the tests see (the Hub tests give each client process its own HF_HOME).
+_HF_HOME = tempfile.mkdtemp(prefix="unsloth_course_hf_home_")
+os.environ["HF_HOME"] = _HF_HOME
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # One BLAS/OpenMP thread: on shared cores two spinning threads made generation 5-15x slower (measured).
@@ -23,6 +27,7 @@ os.environ["UNSLOTH_COURSE_RUNS"] = _RUNS  # tests never write into the reposito
 
 def pytest_unconfigure(config):
     shutil.rmtree(_RUNS, ignore_errors=True)
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -119,7 +119,7 @@ WORKER = textwrap.dedent('''
     model = FastLanguageModel.get_peft_model(model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
                                              target_modules=list(recipe.target_modules),
                                              random_state=recipe.seed)
-    train_set = data.to_prompt_completion(data.load_alpaca(16))
+    train_set = data.to_prompt_completion(data.load_alpaca(n_rows=16))
     trainer = trainers.sft_trainer(recipe.replace(max_steps=2, max_seq_length=128), model, tokenizer, train_set,
                                    out, **distributed.trainer_ddp_args())
     trainer.train()

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from unsloth_course import measurement, plots, records, settings
-from unsloth_course.data import load_math_problems
-from unsloth_course.evaluation import completion_logprob, math_accuracy, perplexity, preference_accuracy
+from unsloth_course.evaluation import completion_logprob, perplexity
 
 SMOLLM2_PARAMETERS = 134_515_008
 
@@ -247,38 +246,6 @@ def test_completion_logprob_prefers_the_right_capital(tiny_model):
     paris = completion_logprob(model, tokenizer, prompt, "Paris.")
     assert paris < 0
     assert paris > completion_logprob(model, tokenizer, prompt, "Berlin.")
-
-
-PAIRS = [
-    {"prompt": [{"role": "user", "content": "What is the capital of France?"}],
-     "chosen": [{"role": "assistant", "content": "The capital of France is Paris."}],
-     "rejected": [{"role": "assistant", "content": "The capital of France is Berlin."}]},
-    {"prompt": [{"role": "user", "content": "What is 2 + 2?"}],
-     "chosen": [{"role": "assistant", "content": "2 + 2 = 4."}],
-     "rejected": [{"role": "assistant", "content": "2 + 2 = 5."}]},
-]
-
-
-def test_preference_accuracy(tiny_model, lora_model):
-    model, tokenizer = tiny_model
-    base = preference_accuracy(model, tokenizer, PAIRS)
-    assert base["pairs"] == 2 and 0 <= base["logp_accuracy"] <= 1
-    assert "reward_accuracy" not in base  # no adapters, no reference
-    fresh = preference_accuracy(lora_model, tokenizer, PAIRS)
-    assert fresh["logp_accuracy"] == base["logp_accuracy"]
-    assert fresh["mean_logp_margin"] == pytest.approx(base["mean_logp_margin"], abs=1e-3)
-    assert fresh["mean_reward_margin"] == pytest.approx(0.0, abs=1e-6)  # B = 0: policy == reference
-    assert fresh["reward_accuracy"] == 0.0
-
-
-def test_math_accuracy_keys_and_ranges(tiny_model):
-    model, tokenizer = tiny_model
-    rows = load_math_problems(n_train=1, n_eval=2, seed=1)["test"]
-    result = math_accuracy(model, tokenizer, rows, max_new_tokens=24)
-    assert result["problems"] == 2 and len(result["completions"]) == 2
-    assert all(isinstance(c, str) and c for c in result["completions"])
-    for key in ("accuracy", "strict_format", "soft_format"):
-        assert 0 <= result[key] <= 1
 
 
 def test_batched_completion_logprobs_match_one_at_a_time(tiny_model):

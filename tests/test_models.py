@@ -44,15 +44,26 @@ def test_resolve_model_offline_is_a_converted_checkpoint(offline, capsys):
     assert (folder / "model.safetensors").is_file()
     assert (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1
-    assert "HF_HUB_OFFLINE is set" in lines[0] and str(folder) in lines[0]
+    assert lines == [f"Model: {models.DEFAULT_MODEL} converted from the embedded GGUF (HF_HUB_OFFLINE=1 and "
+                     f"{models.DEFAULT_MODEL} is not in the Hugging Face cache), in {folder}"]
+    assert models.model_source() == {"kind": "embedded gguf", "id": models.DEFAULT_MODEL, "path": str(folder),
+                                     "endpoint": None, "line": lines[0]}
     assert models.resolve_model(verbose=False) == str(folder)
     assert capsys.readouterr().out == ""
 
 
-def test_resolve_model_keeps_folders_and_other_names(offline, tmp_path):
+def test_resolve_model_keeps_folders_and_stops_on_other_models_it_cannot_load(offline, tmp_path, capsys):
     assert models.resolve_model(str(tmp_path)) == str(tmp_path)
-    assert models.resolve_model("someone/other-model") == "someone/other-model"
+    assert capsys.readouterr().out == f"Model: local folder {tmp_path}\n"
+    assert models.model_source(str(tmp_path))["kind"] == "local folder"
+    with pytest.raises(models.ModelSourceError) as error:  # before: the name went on to a slow, vague failure
+        models.resolve_model("someone/other-model")
+    assert str(error.value) == (
+        "cannot load model someone/other-model: HF_HUB_OFFLINE=1 and someone/other-model is not in the "
+        f"Hugging Face cache. Only {models.DEFAULT_MODEL} is embedded; pass a local checkpoint folder with "
+        "--model FOLDER")
+    with pytest.raises(models.ModelSourceError, match="is neither a folder here nor a Hub id"):
+        models.resolve_model(str(tmp_path / "no-such-folder"))
 
 
 def test_tokenizer_special_tokens(tiny_model):

@@ -97,15 +97,16 @@ def test_build_is_deterministic_and_clean(tmp_path):
     nb = nbformat.reads(text, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata == nbb.NOTEBOOK_METADATA  # no jupytext metadata
-    assert [c.id for c in nb.cells] == ["cell-0", "cell-1", "cell-2"]
-    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
-    setup = nb.cells[1]
+    assert [c.id for c in nb.cells] == ["cell-0", "cell-1", "cell-2", "cell-3"]
+    assert [c.cell_type for c in nb.cells] == ["markdown", "markdown", "code", "code"]
+    assert nb.cells[1].source == nbb.pins_cell_source()  # the generated cell, right before the Setup cell
+    setup = nb.cells[2]
     assert setup.source.startswith("#@title Setup\n") and setup.metadata == {"cellView": "form"}
     assert setup.source == nbb.setup_cell_source()
     assert all(len(line) <= 100 for line in setup.source.splitlines())
-    assert nb.cells[2].metadata == {}  # jupytext's title and lines_to_next_cell are dropped
-    assert nb.cells[2].source.startswith("import os")
-    for cell in nb.cells[1:]:
+    assert nb.cells[3].metadata == {}  # jupytext's title and lines_to_next_cell are dropped
+    assert nb.cells[3].source.startswith("import os")
+    for cell in nb.cells[2:]:
         assert cell.outputs == [] and cell.execution_count is None
 
 
@@ -175,6 +176,17 @@ def test_pins_use_the_gpu_extra_and_leave_torch_to_colab():
     setup = nbb.setup_cell_source()
     assert all(json.dumps(p) in setup for p in pins)
     assert '"torch' not in setup
+
+
+def test_the_cell_before_setup_shows_the_pins_and_the_embedded_library():
+    text = nbb.pins_cell_source()
+    assert text.startswith("**What the Setup cell below does.** On Colab it installs these packages with pip")
+    for spec in nbb.pins():
+        assert f"- `{spec}`" in text.splitlines()
+    files, size_kb = len(nbb.package_files()), len(nbb.package_zip()) / 1024
+    assert f"`unsloth_course` 0.1.0 embedded in the cell ({files} files, a {size_kb:.0f} KB zip)" in text
+    assert "Locally (a virtual environment, VS Code, Jupyter) it installs nothing" in text
+    assert "torch`" not in text and text == nbb.pins_cell_source()  # deterministic
 
 
 @pytest.mark.parametrize(

@@ -97,3 +97,11 @@ def test_stage_metrics():
     assert pipeline.stage_metric("dpo", {"preference_before": {"logp_accuracy": 0.5},
                                          "preference_after": {"logp_accuracy": 0.75, "reward_accuracy": 0.8}}) == \
         "preference accuracy 50.0% -> 75.0% (implicit-reward accuracy 80.0%)"
+
+
+def test_stage_metric_leaves_out_an_undefined_implicit_reward():
+    result = {"preference_before": {"logp_accuracy": 0.25, "reward_accuracy": None},
+              "preference_after": {"logp_accuracy": 0.5, "reward_accuracy": None}}
+    assert pipeline.stage_metric("dpo", result) == "preference accuracy 25.0% -> 50.0%"
+    result["preference_after"]["reward_accuracy"] = 0.75
+    assert pipeline.stage_metric("dpo", result).endswith("(implicit-reward accuracy 75.0%)")

@@ -92,3 +92,12 @@ def test_scaling_section(tmp_path):
     (extra / "scaling.json").write_text(json.dumps({"runs": [{"gpus": 1, "tokens_per_s": 1000.0},
                                                              {"gpus": 2, "tokens_per_s": 1800.0}]}))
     assert "| 2 | 1,800 | 90% |" in results.render(tmp_path)
+
+
+def test_an_undefined_implicit_reward_reads_n_a():
+    """preference_metrics records reward_accuracy None when the adapter never moved (policy = reference)."""
+    record = {"technique": "dpo", "preference_before": {"logp_accuracy": 0.5, "reward_accuracy": None},
+              "preference_after": {"logp_accuracy": 0.5, "reward_accuracy": None}}
+    assert results.headline(record).endswith("implicit-reward accuracy after n/a")
+    record["preference_after"]["reward_accuracy"] = 0.8125
+    assert results.headline(record).endswith("implicit-reward accuracy after 81.2%")

@@ -36,3 +36,26 @@ def test_a_failing_cell_stops_with_exit_1_and_keeps_what_ran(tmp_path, capsys):
     assert "bad: FAILED" in capsys.readouterr().out
     executed = nbformat.read(tmp_path / "out" / "bad.ipynb", as_version=4)
     assert executed.cells[0].outputs[0]["text"] == "first\n" and not executed.cells[2].outputs
+
+
+def test_set_injects_a_cell_after_the_parameters_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('DATASET = "hub/id"', metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print(DATASET, N)")])
+    nb.cells.insert(1, nbformat.v4.new_code_cell("N = 1"))
+    path = tmp_path / "p.ipynb"
+    nbformat.write(nb, path)
+    module = _load()
+    assert module.main([str(path), "--out", str(tmp_path / "out"), "--set", "DATASET=.realdata/x.jsonl"]) == 0
+    executed = nbformat.read(tmp_path / "out" / "p.ipynb", as_version=4)
+    assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert executed.cells[3].outputs[0]["text"] == ".realdata/x.jsonl 1\n"
+
+
+def test_set_refuses_a_name_the_parameters_cell_does_not_define(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("DATASET = None", metadata={"tags": ["parameters"]})])
+    path = tmp_path / "p.ipynb"
+    nbformat.write(nb, path)
+    import pytest
+
+    with pytest.raises(SystemExit, match="DATSET: not set in the parameters cell"):
+        _load().main([str(path), "--out", str(tmp_path / "out"), "--set", "DATSET=x"])

@@ -130,7 +130,7 @@ def test_a_real_lora_sft_run(tiny_model, tmp_path, capsys):
     recipe = get_recipe("lora", "quick", max_steps=2)
     model = FastLanguageModel.get_peft_model(copy.deepcopy(base), r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
                                              target_modules=list(LORA_TARGETS))
-    train_set = data.to_prompt_completion(data.load_alpaca(8))
+    train_set = data.to_prompt_completion(data.load_alpaca(n_rows=8))
     config = SFTConfig(**common_args(recipe, str(tmp_path), gradient_checkpointing=False),
                        max_length=recipe.max_seq_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_set, args=config)

@@ -22,11 +22,17 @@ cell, a Colab form cell (``#@title Setup``, metadata ``{"cellView": "form"}``), 
 
 A source without the placeholder, or with more than one, is an error (ValueError naming the file).
 
+Right before the Setup cell the build inserts a generated markdown cell (`pins_cell_source()`) that says in
+plain text what the Setup cell does: the exact pins it installs on Colab, and the embedded copy of the course
+library it unpacks (number of files and size of the zip); locally nothing is installed. A viewer of a video
+sees it without opening the form cell.
+
 Only ``*.py`` and ``*.toml`` files are embedded (EMBEDDED_FILES): other data files the core needs must be added there.
 
 Output
 ------
-nbformat v4, no outputs, ``execution_count`` None, cell ids ``cell-0``, ``cell-1``..., Colab GPU metadata, no
+nbformat v4, no outputs, ``execution_count`` None, cell ids ``cell-0``, ``cell-1``... (by position in the
+built notebook), Colab GPU metadata, no
 jupytext metadata, ``indent=1`` and a trailing newline: rebuilding is byte-identical, so `check()` can tell a
 stale notebook (package or pins changed, source edited without a rebuild, `.ipynb` edited by hand).
 
@@ -36,7 +42,7 @@ Usage::
     python -m tools.build_notebooks --check   # exit 1 listing the notebooks that are out of date
 
 API: `build()`, `check()`, `main()`, and the pieces `pins()`, `package_zip()`, `setup_cell_source()`,
-`render_notebook()`.
+`pins_cell_source()`, `render_notebook()`.
 """
 
 from __future__ import annotations
@@ -176,6 +182,21 @@ def setup_cell_source(
     return f"{SETUP_TITLE}\n{source.strip()}"
 
 
+def pins_cell_source(*, package_dir: Path = PACKAGE_DIR, pyproject: Path = PYPROJECT) -> str:
+    """The markdown cell before the Setup cell: what it installs on Colab (the pins) and what it unpacks."""
+    files = package_files(package_dir)
+    size_kb = len(package_zip(package_dir)) / 1024
+    lines = ["**What the Setup cell below does.** On Colab it installs these packages with pip, pinned as "
+             "listed (Colab's own PyTorch stays as it is):", ""]
+    lines += [f"- `{spec}`" for spec in pins(pyproject)]
+    version = project_version(pyproject)
+    lines += ["", f"Then it unpacks the copy of the course library `unsloth_course` {version} "
+              f"embedded in the cell ({len(files)} files, a {size_kb:.0f} KB zip) and imports it; nothing is "
+              "cloned or downloaded for it. Locally (a virtual environment, VS Code, Jupyter) it installs "
+              "nothing and uses the installed `unsloth_course` if there is one."]
+    return "\n".join(lines)
+
+
 # --- one notebook ---------------------------------------------------------------------------------------
 
 
@@ -193,8 +214,9 @@ def _setup_index(cells: Sequence, source: Path) -> int:
     return found[0]
 
 
-def render_notebook(source: Path, setup_cell: str) -> str:
-    """The `.ipynb` text built from one py:percent source, with `setup_cell` in place of the placeholder."""
+def render_notebook(source: Path, setup_cell: str, pins_cell: str) -> str:
+    """The `.ipynb` text built from one py:percent source: `pins_cell` (markdown), then `setup_cell` in
+    place of the placeholder."""
     import jupytext  # dev dependencies: imported here so that the package imports without them
     import nbformat
 
@@ -204,6 +226,7 @@ def render_notebook(source: Path, setup_cell: str) -> str:
     for i, cell in enumerate(text_nb.cells):
         metadata = {k: v for k, v in cell.metadata.items() if k not in JUPYTEXT_CELL_KEYS}
         if i == setup_index:
+            nb.cells.append(nbformat.v4.new_markdown_cell(pins_cell))
             new = nbformat.v4.new_code_cell(setup_cell, metadata={"cellView": "form"})
         elif cell.cell_type == "code":
             new = nbformat.v4.new_code_cell(cell.source, metadata=metadata)
@@ -211,8 +234,9 @@ def render_notebook(source: Path, setup_cell: str) -> str:
             new = nbformat.v4.new_markdown_cell(cell.source, metadata=metadata)
         else:
             new = nbformat.v4.new_raw_cell(cell.source, metadata=metadata)
-        new.id = f"cell-{i}"
         nb.cells.append(new)
+    for position, cell in enumerate(nb.cells):
+        cell.id = f"cell-{position}"
     nbformat.validate(nb)
     text = nbformat.writes(nb, version=4, indent=1)
     return text if text.endswith("\n") else text + "\n"
@@ -227,7 +251,9 @@ def sources(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 def _rendered(notebooks_dir: Path, package_dir: Path, pyproject: Path, template: Path) -> dict[Path, str]:
     setup_cell = setup_cell_source(package_dir=package_dir, pyproject=pyproject, template=template)
-    return {src.with_suffix(".ipynb"): render_notebook(src, setup_cell) for src in sources(notebooks_dir)}
+    pins_cell = pins_cell_source(package_dir=package_dir, pyproject=pyproject)
+    return {src.with_suffix(".ipynb"): render_notebook(src, setup_cell, pins_cell)
+            for src in sources(notebooks_dir)}
 
 
 def build(

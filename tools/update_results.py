@@ -27,9 +27,10 @@ def headline(record: dict) -> str:
     if technique == "dpo":
         before, after = record.get("preference_before", {}), record.get("preference_after", {})
         if before and after:
+            reward = after.get("reward_accuracy")  # None: undefined (the adapter never moved)
             return (f"held-out preference accuracy (log p chosen > rejected) {before['logp_accuracy']:.1%} → "
                     f"{after['logp_accuracy']:.1%}; implicit-reward accuracy after "
-                    f"{after.get('reward_accuracy', float('nan')):.1%}")
+                    + ("n/a" if reward is None else f"{reward:.1%}"))
     if technique == "grpo":
         b = record.get("eval_before", {})
         a = record.get("eval_after") or record.get("eval_after GRPO", {})  # notebook records before this name

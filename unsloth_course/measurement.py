@@ -260,3 +260,36 @@ def format_summary(summary: dict) -> str:
     if summary.get("loss_check"):
         lines.append(f"CHECK       : {summary['loss_check']}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- one training step
+def training_step_cost(model, input_ids: torch.Tensor) -> dict[str, float | None]:
+    """One forward and backward pass on `input_ids` (labels = inputs): wall time, the bytes autograd saved for the
+    backward pass (activations: what gradient checkpointing trades for recomputation) and, on a GPU, the peak
+    memory the step allocated. The gradients are discarded afterwards."""
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    was_training = model.training
+    model.train()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    started = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() - base) / 1e6 if cuda else None
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {"seconds": round(seconds, 3), "saved_for_backward_mb": round(saved / 1e6, 1),
+            "peak_step_memory_mb": round(peak, 1) if peak is not None else None}

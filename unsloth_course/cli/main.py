@@ -12,6 +12,7 @@ from unsloth_course.cli.bench import bench
 from unsloth_course.cli.kernels import install_grouped_decode
 from unsloth_course.cli.planner import add_plan_arguments, positive_int_arg, run_plan_command
 from unsloth_course.hardware import report_once
+from unsloth_course.hub import SourceError
 from unsloth_course.recipes import PROFILES, TECHNIQUES, get_recipe, parse_overrides
 
 
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=positive_int_arg, help="override the recipe's max_steps")
     run.add_argument("--output-dir", help="where to save (default outputs/<technique>)")
     run.add_argument("--model", help="model id or folder (default: SmolLM2-135M-Instruct)")
+    run.add_argument("--dataset", metavar="PATH_OR_ID",
+                     help="training data: a Hub dataset id, or your own .json/.jsonl/.parquet/.csv file in "
+                     "the schema of the technique's dataset (default: that dataset; generated rows offline)")
     run.add_argument("--load-in-4bit", action="store_true",
                      help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); for 1-8B models on a small GPU")
     run.add_argument("--save-steps", type=positive_int_arg, metavar="N",
@@ -84,6 +88,14 @@ def _error(command: str, error: Exception) -> int:
     return 2
 
 
+def _check_data_sources(recipe) -> None:
+    """A data file that does not exist or has an unsupported extension fails here, before any model loads."""
+    from unsloth_course.data.sources import check_source
+
+    for name in ("dataset", "general_dataset"):
+        check_source(getattr(recipe, name, None))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "plan":  # arithmetic on the config: no backend, no GPU, no download for shipped configs
@@ -98,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError) as error:
             return _error("bench", error)
         return 0
+    if args.command == "run" and args.dataset is not None:  # a bad path fails now, not after Unsloth's import
+        try:
+            from unsloth_course.data.sources import check_source  # datasets only: no trl/transformers/peft
+
+            check_source(args.dataset)
+        except ValueError as error:
+            return _error("run", error)
     # The commands below train or load models: they import the backend (and Unsloth on a GPU, which takes most of
     # a minute), so their modules are imported here rather than for `plan` and `bench` too.
     from unsloth_course.backend import backend_info
@@ -123,17 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "pipeline":
         from unsloth_course.cli.pipeline import PipelineError, run_pipeline
-        from unsloth_course.models import ModelNotFoundError
         from unsloth_course.training import NonFiniteTrainingError
 
         try:
             run_pipeline(args.stages, quick=args.quick or None, output_root=args.output_dir,
                          max_steps=args.max_steps, model_name=args.model)
-        except (PipelineError, ModelNotFoundError, NonFiniteTrainingError) as error:
+        except (PipelineError, SourceError, NonFiniteTrainingError) as error:
             return _error("pipeline", error)
         return 0
     from unsloth_course.cli.run import NoCheckpointError, run
-    from unsloth_course.models import ModelNotFoundError
     from unsloth_course.training import NonFiniteTrainingError
 
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
@@ -141,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides["model_name"] = args.model
     if args.load_in_4bit:
         overrides["load_in_4bit"] = True
+    if args.dataset is not None:
+        overrides["dataset"] = args.dataset
     try:
         overrides.update(parse_overrides(args.technique, args.overrides))
         recipe = get_recipe(args.technique, args.profile or ("quick" if args.quick else None), **overrides)
-    except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit: before any model is loaded
+        _check_data_sources(recipe)
+    except ValueError as error:  # e.g. full fine-tuning with --load-in-4bit, a missing file: no model yet
         return _error("run", error)
     if recipe.profile == "throughput" and not torch.cuda.is_available():
         print(f"note: the throughput profile is sized for a big GPU (micro-batch {recipe.per_device_train_batch_size}"
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
             save_total_limit=args.save_total_limit, resume=args.resume, train_only=args.train_only)
-    except (NoCheckpointError, ModelNotFoundError, NonFiniteTrainingError, NotADirectoryError) as error:
+    except (NoCheckpointError, SourceError, NonFiniteTrainingError, NotADirectoryError) as error:
         return _error("run", error)
     distributed.shutdown()  # under torchrun: no rank leaves while another still works
     return 0

@@ -65,7 +65,7 @@ def stage_metric(technique: str, result: dict) -> str:
         b, a = result.get("preference_before", {}), result.get("preference_after", {})
         text = (f"preference accuracy {b.get('logp_accuracy', float('nan')):.1%} -> "
                 f"{a.get('logp_accuracy', float('nan')):.1%}")
-        if "reward_accuracy" in a:
+        if a.get("reward_accuracy") is not None:  # None: undefined, the adapter never moved (reward_note)
             text += f" (implicit-reward accuracy {a['reward_accuracy']:.1%})"
         return text
     if technique == "grpo":

@@ -25,14 +25,25 @@ from unsloth_course.cli import distributed
 from unsloth_course.cli.distributed import print_main
 from unsloth_course.cli.kernels import set_grpo_sequence_packing
 from unsloth_course.cli.profiling import GenerationTimer, format_generation_split, profile_callback_from_env
-from unsloth_course.evaluation import math_accuracy, perplexity, preference_accuracy
+from unsloth_course.evaluation import (
+    answer_loss,
+    code_rate,
+    compare_answer_loss,
+    compare_perplexity,
+    loss_table,
+    math_accuracy,
+    math_table,
+    perplexity_report,
+    preference_metrics,
+    stage_contributions,
+)
 from unsloth_course.export import save_adapter, save_merged
 from unsloth_course.hardware import report_once
-from unsloth_course.inference import chat, compare, generate, padding_side
+from unsloth_course.inference import chat_details, compare, generate_details, padding_side
 from unsloth_course.measurement import folder_size_mb, reward_trend
-from unsloth_course.models import ModelNotFoundError, check_model_available
+from unsloth_course.models import ModelSourceError, resolve_model
 from unsloth_course.plots import live_loss_callback
-from unsloth_course.prompts import CODE_HEADERS, SFT_PROMPTS
+from unsloth_course.prompts import SFT_PROMPTS
 from unsloth_course.recipes import TECHNIQUES, Recipe, check_model_name
 from unsloth_course.records import write_run_record
 from unsloth_course.training import train
@@ -214,58 +225,71 @@ def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
     return {"adapter_mb": folder_size_mb(out / "adapter"), "merged_mb": folder_size_mb(out / "merged")}
 
 
+def _answers(model, tokenizer, prompts, recipe: Recipe):
+    return chat_details(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+
+
 def run_sft(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Notebooks 1 and 2: held-out answer loss and answers before and after, the trained model saved."""
     full = recipe.technique == "full"
     model, tokenizer = trainers.load_model(recipe, model_name)
     if not full:
         model = trainers.add_lora(model, recipe)
-    train_set = data.to_prompt_completion(data.load_alpaca(recipe.n_train_rows, recipe.seed))
-    prompts = list(SFT_PROMPTS)
-    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    raw = data.load_alpaca(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
+    train_rows, held_out_rows = data.held_out_split(raw, recipe.n_eval_rows, recipe.seed, fixed_prompts=SFT_PROMPTS)
+    train_set, held_out = data.to_prompt_completion(train_rows), data.to_prompt_completion(held_out_rows)
+    prompts = list(SFT_PROMPTS) + [row["prompt"] for row in held_out.select(range(min(2, len(held_out))))]
+    loss_before = options.evaluating(answer_loss, model, tokenizer, held_out, recipe.max_seq_length)
+    before = options.evaluating(_answers, model, tokenizer, prompts, recipe)
     trainer = trainers.sft_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
                                    **options.trainer_args(lora=not full))
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     if options.train_only:
         return summary
-    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    change = compare_answer_loss(loss_before, answer_loss(model, tokenizer, held_out, recipe.max_seq_length))
+    print_main(f"held-out {change}")
+    after = _answers(model, tokenizer, prompts, recipe)
     sizes = _save(model, tokenizer, out, merged=not full)
-    return {**summary, **sizes, "answers": compare(prompts, before, after).to_records()}
+    return {**summary, **sizes, "data": data.source_of(raw), "held_out": change,
+            "answers": compare(prompts, before, after).to_records()}
 
 
 def run_dpo(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Notebook 3: held-out preference metrics and answers before and after, the adapter saved."""
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    pairs = data.to_dpo_conversations(data.load_orca_dpo(recipe.n_train_rows + recipe.n_eval_rows, recipe.seed))
-    pairs = data.filter_long_prompts(pairs, tokenizer, recipe.max_prompt_length)
-    split = data.split_train_eval(pairs, recipe.n_eval_rows, recipe.seed)
-    held_out = split["test"]
+    raw = data.load_orca_dpo(recipe.dataset, recipe.n_train_rows + recipe.n_eval_rows, recipe.seed)
+    pairs = data.filter_long_prompts(data.to_dpo_conversations(raw), tokenizer, recipe.max_prompt_length)
+    train_set, held_out = data.held_out_split(pairs, recipe.n_eval_rows, recipe.seed)
     prompts = [row["prompt"] for row in held_out.select(range(min(3, len(held_out))))]
-    acc_before = options.evaluating(preference_accuracy, model, tokenizer, held_out, recipe.max_seq_length,
-                                    recipe.beta)
-    before = options.evaluating(chat, model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
-    trainer = trainers.dpo_trainer(recipe, model, tokenizer, split["train"], str(out), options.callback_list(),
+    metrics_before = options.evaluating(preference_metrics, model, tokenizer, held_out, recipe.max_seq_length,
+                                        recipe.beta)
+    before = options.evaluating(_answers, model, tokenizer, prompts, recipe)
+    trainer = trainers.dpo_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
                                    **options.trainer_args())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     if options.train_only:
         return summary
-    acc_after = preference_accuracy(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
-    after = chat(model, tokenizer, prompts, max_new_tokens=recipe.max_new_tokens)
+    metrics_after = preference_metrics(model, tokenizer, held_out, recipe.max_seq_length, recipe.beta)
+    print_main(f"held-out pairs after DPO:\n{metrics_after}")
+    after = _answers(model, tokenizer, prompts, recipe)
     sizes = _save(model, tokenizer, out, merged=True)
-    print(f"held-out preference accuracy (log p chosen > log p rejected): "
-          f"{acc_before['logp_accuracy']:.1%} -> {acc_after['logp_accuracy']:.1%}")
-    return {**summary, **sizes, "preference_before": acc_before, "preference_after": acc_after,
+    return {**summary, **sizes, "data": data.source_of(raw),
+            "held_out": {"before": metrics_before, "after": metrics_after},
             "answers": compare(prompts, before, after).to_records()}
 
 
 def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
              options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Notebook 4: held-out accuracy and format after each stage (base, format warm-up, GRPO)."""
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed)
+    problems = data.load_math_problems(recipe.n_train_rows, recipe.n_eval_rows, recipe.levels, recipe.seed,
+                                       source=recipe.dataset)
     held_out = problems["test"]
-    eval_before = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
+    eval_base = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     if recipe.warmup_sft_steps and not options.train_only:
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
         trainers.format_warmup_trainer(recipe, model, tokenizer, warm_set, str(out / "warmup"),
@@ -284,48 +308,55 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     timer.attach(trainer)
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     summary.update(timer.summary(summary.get("runtime_s")))
-    print(format_generation_split(summary))
+    print_main(format_generation_split(summary))
     if options.train_only:
         return summary
     eval_after = math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
     sizes = _save(model, tokenizer, out, merged=True)
     trend = reward_trend(trainer.state.log_history)  # window means, as notebook 4 reports them
-    for name, result in (("before", eval_before), ("after warm-up", eval_warm), ("after GRPO", eval_after)):
-        print(f"held-out {name:14s}: accuracy {result['accuracy']:.1%}, strict format "
-              f"{result['strict_format']:.1%}, soft format {result['soft_format']:.1%}")
-    strip = ("completions",)
-    return {**summary, **sizes, "reward_start": trend[1] if trend else None, "reward_end": trend[2] if trend else None,
-            **{f"eval_{k}": {x: v for x, v in r.items() if x not in strip}
-               for k, r in (("before", eval_before), ("warmup", eval_warm), ("after", eval_after))}}
+    contributions = stage_contributions(eval_base, eval_warm, eval_after)
+    print_main(f"held-out problems:\n{math_table({'base': eval_base, 'warm-up': eval_warm, 'GRPO': eval_after})}"
+               f"\n{contributions}")
+    return {**summary, **sizes, "data": data.source_of(problems["train"]),
+            "reward_start": trend[1] if trend else None, "reward_end": trend[2] if trend else None,
+            "held_out": {"base": eval_base, "warmup": eval_warm, "after": eval_after,
+                         "contributions": contributions}}
 
 
 def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
             options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Notebook 5: held-out code and general-prose perplexity, code continuations, before and after."""
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
-    code = data.load_python_code(recipe.n_train_rows, recipe.n_eval_rows, recipe.seed)
+    code = data.load_python_code(recipe.dataset, recipe.n_train_rows, recipe.n_eval_rows, recipe.seed,
+                                 max_seq_length=recipe.max_seq_length)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
-    general = data.general_text_samples(tokenizer, recipe.n_eval_rows, recipe.seed)
-    headers = list(CODE_HEADERS)
+    held_out_code = list(code["test"]["text"])
+    prose = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
+    heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
 
-    def perplexities() -> dict[str, float]:  # held-out code, and general text for the forgetting check
-        return {"code": perplexity(model, tokenizer, code["test"]["text"], recipe.max_seq_length),
-                "general": perplexity(model, tokenizer, general, recipe.max_seq_length)}
+    def perplexities() -> dict[str, Any]:  # held-out code, and general prose for the forgetting check
+        return {"code": perplexity_report(model, tokenizer, held_out_code, recipe.max_seq_length),
+                "prose": perplexity_report(model, tokenizer, prose, recipe.max_seq_length)}
+
+    def continuations():
+        return generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
 
     ppl_before = options.evaluating(perplexities)
-    before = options.evaluating(generate, model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+    before = options.evaluating(continuations)
     trainer = trainers.cpt_trainer(recipe, model, tokenizer, train_set, str(out), options.callback_list(),
                                    **options.trainer_args())
     summary = train(trainer, recipe, resume_from_checkpoint=options.resume_from)
     if options.train_only:
         return summary
     ppl_after = perplexities()
-    after = generate(model, tokenizer, headers, max_new_tokens=recipe.max_new_tokens)
+    changes = {name: compare_perplexity(ppl_before[name], ppl_after[name]) for name in ppl_before}
+    print_main(f"held-out perplexity:\n{loss_table(changes)}")
+    after = continuations()
     sizes = _save(model, tokenizer, out, merged=True)
-    print(f"code perplexity {ppl_before['code']:.2f} -> {ppl_after['code']:.2f}; "
-          f"general text perplexity {ppl_before['general']:.2f} -> {ppl_after['general']:.2f}")
-    return {**summary, **sizes, "perplexity_before": ppl_before, "perplexity_after": ppl_after,
-            "answers": compare(headers, before, after).to_records()}
+    return {**summary, **sizes, "data": data.source_of(code["train"]), "held_out": changes,
+            "code_continuations": {"before": code_rate(heads, before), "after": code_rate(heads, after)},
+            "answers": compare(heads, before, after).to_records()}
 
 
 RUNNERS = {"full": run_sft, "lora": run_sft, "dpo": run_dpo, "grpo": run_grpo, "cpt": run_cpt}
@@ -352,11 +383,11 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {str(out)!r} is a file; give a folder (--output-dir)")
-    try:  # the model to start from: an existing model folder or a repo id loadable here, before anything loads
+    try:  # the model to start from: an existing model folder or a well-formed repo id, before anything loads
         check_model_name(model_name or recipe.model_name, technique)
     except ValueError as error:
-        raise ModelNotFoundError(str(error)) from None
-    check_model_available(model_name or recipe.model_name)
+        raise ModelSourceError(str(error)) from None
+    resolve_model(model_name or recipe.model_name, verbose=False)  # missing, gated, not cached: ModelSourceError
     resume_from = None
     if resume:
         checkpoint = latest_checkpoint(out)  # fails here, before any model is loaded

@@ -6,7 +6,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from unsloth_course.data.sft import load_alpaca, row_to_messages
+from unsloth_course.data.sft import row_to_messages
 from unsloth_course.data.validation import validate_messages, validate_rows
 
 MESSAGES_SCHEMA = {"messages": list}
@@ -53,12 +53,6 @@ def filter_long_prompts(dataset: Dataset, tokenizer: Any, max_prompt_length: int
     if not len(kept):
         raise ValueError(f"every prompt is longer than max_prompt_length={max_prompt_length} tokens")
     return kept
-
-
-def general_text_samples(tokenizer: Any, n: int, seed: int = 3407) -> list[str]:
-    """General instruction-following text rendered with the chat template: the forgetting check for CPT."""
-    rows = load_alpaca(n_rows=n, seed=seed + 1)
-    return [tokenizer.apply_chat_template(row_to_messages(row), tokenize=False) for row in rows]
 
 
 def split_trained_tokens(example: dict, tokenizer: Any) -> tuple[str, str] | None:

@@ -2,6 +2,11 @@
 
 Every task family returns a `Task`: the instruction (plus optional input), a correct friendly answer and,
 where the family has one, a plausible wrong answer that the DPO generator uses as "rejected".
+
+No generated prompt is one of the course's evaluation prompts (prompts.SFT_PROMPTS), exactly or nearly: the
+topics they ask about are left out (EVAL_EXCLUDED_COUNTRIES, EVAL_EXCLUDED_FUNCTIONS, and the summary
+family does not use their wording), and every task is checked against them (data.decontamination's measure)
+and drawn again if it matches, so that an evaluation prompt added later cannot leak in either.
 """
 
 from __future__ import annotations
@@ -10,11 +15,10 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import lru_cache
 
-from unsloth_course.hub import hub_available, hub_status_line
-
-T = TypeVar("T")
+from unsloth_course.data.decontamination import EvalIndex
+from unsloth_course.prompts import SFT_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -23,16 +27,6 @@ class Task:
     input: str
     output: str
     wrong_output: str | None = None  # a plausible but wrong answer; None when the family has none
-
-
-def try_hub(hub_id: str, load: Callable[[], T]) -> tuple[T | None, str]:
-    """Run `load` when the Hub is usable: (result, "") on success, (None, why not) otherwise."""
-    if not hub_available():
-        return None, hub_status_line()
-    try:
-        return load(), ""
-    except Exception as error:  # noqa: BLE001 -- any failure (network, auth, format) means: go offline
-        return None, f"loading {hub_id} failed with {type(error).__name__}"
 
 
 NAMES = ("Sam", "Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Yuki", "Tom", "Nina")
@@ -205,11 +199,13 @@ COUNTRY_CAPITALS: dict[str, str] = {
     "Ukraine": "Kyiv", "the United Kingdom": "London", "Cuba": "Havana",
 }
 # fmt: on
+EVAL_EXCLUDED_COUNTRIES = frozenset({"France"})  # prompts.SFT_PROMPTS asks for its capital
+_ASKED_COUNTRIES = [c for c in COUNTRY_CAPITALS if c not in EVAL_EXCLUDED_COUNTRIES]
 
 
 def _capital_task(rng: random.Random) -> Task:
-    country = rng.choice(list(COUNTRY_CAPITALS))
-    wrong_country = rng.choice([c for c in COUNTRY_CAPITALS if c != country])
+    country = rng.choice(_ASKED_COUNTRIES)
+    wrong_country = rng.choice([c for c in _ASKED_COUNTRIES if c != country])
     user_input = ""
     style = rng.randrange(3)
     if style == 0:
@@ -311,10 +307,12 @@ CODE_TEMPLATES: tuple[_CodeTemplate, ...] = (
     ),
 )
 # fmt: on
+EVAL_EXCLUDED_FUNCTIONS = frozenset({"factorial"})  # prompts.SFT_PROMPTS asks for it
+_WRITTEN_FUNCTIONS = tuple(t for t in CODE_TEMPLATES if t.function not in EVAL_EXCLUDED_FUNCTIONS)
 
 
 def _code_task(rng: random.Random) -> Task:
-    template = rng.choice(CODE_TEMPLATES)
+    template = rng.choice(_WRITTEN_FUNCTIONS)
     code = template.code.format(arg=rng.choice(template.arg_names))
     example = template.example(rng)
     call = f"{template.function}({example!r})"
@@ -386,7 +384,7 @@ def _summary_task(rng: random.Random) -> Task:
     )
     instruction = rng.choice(
         (
-            "Summarize the following paragraph in one sentence.",
+            "Sum up this story in a few words.",  # not prompts.SFT_PROMPTS' "Summarize ... in one sentence."
             "Write a one-sentence summary of this text.",
             "Give a short summary of the paragraph below.",
         )
@@ -409,12 +407,35 @@ def _check_count(n: int, where: str) -> None:
         raise ValueError(f"{where}: n must be at least 1, got {n}")
 
 
+@lru_cache(maxsize=1)
+def _eval_prompts() -> EvalIndex:
+    """The course's evaluation prompts, and the instruction of each that has an input after a blank line."""
+    instructions = [p.split("\n\n")[0] for p in SFT_PROMPTS if "\n\n" in p]
+    return EvalIndex([*SFT_PROMPTS, *instructions])
+
+
+def is_eval_prompt(task: Task) -> bool:
+    """True when the task's prompt (instruction + input) or its instruction alone duplicates an evaluation
+    prompt, exactly or nearly (data.decontamination)."""
+    prompt = f"{task.instruction}\n\n{task.input}" if task.input else task.instruction
+    return _eval_prompts().match(prompt) is not None or _eval_prompts().match(task.instruction) is not None
+
+
+def _draw(family: Callable[[random.Random], Task], rng: random.Random) -> Task:
+    """A task of `family` that is not an evaluation prompt (drawn again while it is)."""
+    for _ in range(100):
+        task = family(rng)
+        if not is_eval_prompt(task):
+            return task
+    raise RuntimeError(f"{family.__name__} drew an evaluation prompt 100 times in a row: exclude its topic")
+
+
 def generate_sft_rows(n: int = 600, seed: int = 3407) -> list[dict]:
     """`n` instruction rows (instruction, input, output), the task families mixed evenly, then shuffled."""
     _check_count(n, "generate_sft_rows")
     rng = random.Random(seed)
     families = list(SFT_FAMILIES.values())
-    tasks = [families[i % len(families)](rng) for i in range(n)]
+    tasks = [_draw(families[i % len(families)], rng) for i in range(n)]
     rng.shuffle(tasks)
     return [{"instruction": t.instruction, "input": t.input, "output": t.output} for t in tasks]
 
@@ -459,7 +480,7 @@ def generate_dpo_rows(n: int = 400, seed: int = 3407) -> list[dict]:
     families = list(SFT_FAMILIES.values())
     rows = []
     for i in range(n):
-        task = families[i % len(families)](rng)
+        task = _draw(families[i % len(families)], rng)
         question = f"{task.instruction}\n\n{task.input}" if task.input else task.instruction
         rows.append(
             {

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from unsloth_course.data.sources import (
+    DataSourceError,
+    Fetched,
+    attach_source,
+    check_source_argument,
+    fetch,
+    source_record,
+    validate_hub_rows,
+)
 from unsloth_course.data.split import split_train_eval
 from unsloth_course.data.validation import validate_rows
 
@@ -33,7 +44,7 @@ def _one_operation(a: int, op: str, b: int, rng: random.Random) -> Problem:
 
 
 def _level_1(rng: random.Random) -> Problem:
-    a, b, op = rng.randint(1, 20), rng.randint(1, 20), rng.choice("+-")
+    a, b, op = rng.randint(1, 25), rng.randint(1, 25), rng.choice("+-")  # 650 distinct computations
     if op == "-" and b > a:
         a, b = b, a
     return _one_operation(a, op, b, rng)
@@ -161,18 +172,39 @@ def _check_level(level: int, where: str) -> None:
         raise ValueError(f"{where}: level must be one of {', '.join(map(str, LEVELS))}, got {level!r}")
 
 
-def generate_math_problems(n: int, level: int = 1, seed: int = 0) -> list[dict]:
-    """`n` distinct problems of one level: question, answer (int), level, reasoning (worked steps)."""
+_STEP = re.compile(r"(-?\d+) ([+\-×÷]) (-?\d+) = (-?\d+)")
+
+
+def computation(reasoning: str) -> tuple[tuple[str, ...], ...]:
+    """The worked steps with the operands of + and × in sorted order: "13 + 4" and "4 + 13" are one
+    computation, asked twice."""
+    steps = []
+    for a, op, b, value in _STEP.findall(reasoning):
+        operands = sorted((a, b), key=int) if op in "+×" else [a, b]
+        steps.append((operands[0], op, operands[1], value))
+    return tuple(steps)
+
+
+def generate_math_problems(
+    n: int, level: int = 1, seed: int = 0, exclude: frozenset = frozenset()
+) -> list[dict]:
+    """`n` distinct problems of one level: question, answer (int), level, reasoning (worked steps).
+
+    Distinct means distinct computations (`computation`): however a problem is phrased, and in whichever
+    order it adds or multiplies, the same computation counts once, so a held-out problem never repeats a
+    training one in other words. `exclude`: computations not to produce (other levels' problems).
+    """
     _check_level(level, "generate_math_problems")
     if n < 1:
         raise ValueError(f"generate_math_problems: n must be at least 1, got {n}")
-    rng, seen, problems = random.Random(seed), set(), []
+    rng, seen, problems = random.Random(seed), set(exclude), []
     for _ in range(n * 200):
         question, steps, answer = _GENERATORS[level](rng)
         reasoning = "\n".join(steps)
-        if reasoning in seen:  # the same computation, however phrased, counts once
+        key = computation(reasoning)
+        if key in seen:  # the same computation, however phrased, counts once
             continue
-        seen.add(reasoning)
+        seen.add(key)
         problems.append({"question": question, "answer": answer, "level": level, "reasoning": reasoning})
         if len(problems) == n:
             return problems
@@ -184,10 +216,70 @@ def format_reasoning_answer(reasoning: str, answer: int | str) -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
 
 
+MATH_SCHEMA: dict[str, type | tuple[type, ...]] = {"question": str, "answer": (str, int)}
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _math_prompt(question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+
+def _generated_problems(total: int, levels: tuple[int, ...], seed: int) -> list[dict]:
+    rows: list[dict] = []
+    for i, level in enumerate(levels):
+        count = total // len(levels) + (1 if i < total % len(levels) else 0)
+        if count:
+            taken = frozenset(computation(row["reasoning"]) for row in rows)
+            rows += generate_math_problems(count, level=level, seed=seed * 10 + level, exclude=taken)
+    if len({computation(row["reasoning"]) for row in rows}) != len(rows):
+        raise ValueError(
+            "load_math_problems: two levels produced the same computation; eval would leak into train"
+        )
+    return rows
+
+
+def _sourced_problems(fetched: Fetched, total: int, seed: int) -> tuple[list[dict], list[str]]:
+    """Rows of a file or Hub dataset with question and an integer answer; extra columns reasoning (for the
+    format warm-up) and level are kept when every row has them. Duplicate questions are dropped."""
+    dataset = fetched.rows
+    where = str(fetched.path or fetched.repo_id)
+    if fetched.kind != "local file":
+        validate_hub_rows(dataset, MATH_SCHEMA, "GRPO", fetched.repo_id)
+    extra = [c for c in ("reasoning", "level") if c in dataset.column_names]
+    rows, seen, notes = [], set(), []
+    for index, row in enumerate(dataset.select_columns(["question", "answer", *extra])):
+        answer = row["answer"]
+        if isinstance(answer, bool) or not _INTEGER.fullmatch(str(answer).strip()):
+            raise DataSourceError(f"{where}: row {index}: column 'answer' should be an integer or an "
+                                  f"integer string like \"42\" or \"-7\", got {answer!r} (GSM8K-style "
+                                  "\"... #### 42\": keep only the number after ####)")
+        if row["question"] in seen:
+            continue
+        seen.add(row["question"])
+        rows.append({"question": row["question"], "answer": int(str(answer).strip()),
+                     **{c: row[c] for c in extra}})
+    if len(rows) < len(dataset):
+        notes.append(f"{len(dataset) - len(rows):,} duplicate questions dropped")
+    random.Random(seed).shuffle(rows)
+    if len(rows) > total:
+        rows = rows[:total]
+    return rows, notes
+
+
 def load_math_problems(
-    n_train: int = 256, n_eval: int = 64, levels: tuple[int, ...] = (1, 2), seed: int = 3407
+    n_train: int = 256,
+    n_eval: int = 64,
+    levels: tuple[int, ...] = (1, 2),
+    seed: int = 3407,
+    source: str | Path | None = None,
 ) -> DatasetDict:
-    """Generated problems split into "train" and "test" (no question in both), with chat prompts for GRPO."""
+    """Math problems split into "train" and "test" (no question in both), with chat prompts for GRPO.
+
+    `source` None: generated problems of `levels`, with worked reasoning. Otherwise a Hub id or your own
+    .json/.jsonl/.parquet/.csv file with columns question and answer (an integer or an integer string);
+    columns reasoning (needed by the format warm-up) and level are kept when present. When it has fewer than
+    n_train + n_eval problems, all n_eval are held out and the rest trains (the printed line says so)."""
+    check_source_argument(source, "load_math_problems")
     levels = tuple(dict.fromkeys(levels))  # each level once, in the order given
     if not levels:
         raise ValueError("load_math_problems: levels is empty; pick from 1, 2, 3, 4")
@@ -198,28 +290,30 @@ def load_math_problems(
             f"load_math_problems: n_train and n_eval must be at least 1, got {n_train} and {n_eval}"
         )
     total = n_train + n_eval
-    rows: list[dict] = []
-    for i, level in enumerate(levels):
-        count = total // len(levels) + (1 if i < total % len(levels) else 0)
-        if count:
-            rows += generate_math_problems(count, level=level, seed=seed * 10 + level)
+    fetched = fetch(source, None, "GRPO", MATH_SCHEMA)
+    if fetched.rows is None:
+        rows, notes = _generated_problems(total, levels, seed), [f"levels {', '.join(map(str, levels))}"]
+    else:
+        rows, notes = _sourced_problems(fetched, total, seed)
+        if len(rows) <= n_eval:
+            raise DataSourceError(f"{fetched.path or fetched.repo_id}: only {len(rows)} distinct questions; "
+                                  f"GRPO needs more than n_eval={n_eval}")
+        if len(rows) < total:
+            notes.append(f"only {len(rows):,} problems, fewer than {n_train:,} + {n_eval:,}: all "
+                         f"{n_eval:,} held out, {len(rows) - n_eval:,} to train")
     for row in rows:
-        row["prompt"] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": row["question"]},
-        ]
+        row["prompt"] = _math_prompt(row["question"])
         row["answer"] = str(row["answer"])  # reward functions compare it with the text inside <answer>
-    if len({row["question"] for row in rows}) != len(rows):
-        raise ValueError(
-            "load_math_problems: two levels produced the same question; eval would leak into train"
-        )
     splits = split_train_eval(Dataset.from_list(rows), n_eval=n_eval, seed=seed)
-    level_names = ", ".join(map(str, levels))
-    print(
-        f"GRPO data: {len(splits['train'])} train + {len(splits['test'])} eval math problems "
-        f"generated offline by unsloth_course (levels {level_names})"
-    )
-    return splits
+    count = f"{len(splits['train']):,} train + {len(splits['test']):,} eval math problems"
+    if fetched.rows is None:
+        line = f"GRPO data: {count} generated by unsloth_course ({'; '.join(notes)})"
+        record = source_record("generated", line)
+    else:
+        line = fetched.line("GRPO data", count, "columns question, answer", "; ".join(notes))
+        record = fetched.record(line)
+    print(line, flush=True)
+    return attach_source(splits, record)
 
 
 def to_format_warmup(dataset: Dataset) -> Dataset:

@@ -195,11 +195,12 @@ def report_sft_lengths(dataset: Dataset, tokenizer: Any, max_length: int, packin
     Without packing, a row longer than max_length keeps its first max_length tokens (the end of its answer is
     not trained) and a row whose prompt alone fills max_length has no trained token left: TRL drops it. With
     "bfd" packing, long rows are cut the same way and stay (one with no answer token left trains nothing);
-    "wrapped" packing cuts nothing (rows run on into the next packed sequence). Returns the counts.
+    "wrapped" and "bfd_split" packing cut nothing (a long row continues in another packed sequence). Returns the
+    counts.
     """
     lengths, prompts = sft_token_lengths(dataset, tokenizer, text_field)
     counts = {"rows": len(lengths), "cut": 0, "no_trained_token": 0, "dropped": 0, "max_length": max_length}
-    if packing and packing_strategy == "wrapped":
+    if packing and packing_strategy in ("wrapped", "bfd_split"):  # long rows continue in other packed rows
         return counts
     cut = [i for i, n in enumerate(lengths) if n > max_length]
     empty = [i for i in cut if prompts[i] >= max_length]

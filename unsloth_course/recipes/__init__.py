@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Sequence
@@ -22,13 +21,14 @@ from typing import Any
 
 import tomllib
 
+from unsloth_course.hub import is_repo_id, looks_like_path
 from unsloth_course.models import DEFAULT_MODEL
 from unsloth_course.settings import quick_mode
 
 TECHNIQUES = ("full", "lora", "dpo", "grpo", "cpt")
 PROFILES = ("full", "quick", "throughput")
 ATTENTION_KERNELS = (None, "sdpa", "eager", "flex_attention", "flash_attention_2")
-PACKING_STRATEGIES = ("bfd", "wrapped")
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")  # TRL packing strategies
 # LoRA on every attention and MLP projection of a Llama-style block (Unsloth's default target list too)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDING_TARGETS = ("embed_tokens", "lm_head")
@@ -67,7 +67,6 @@ LR_SCHEDULERS_NEEDING_SETTINGS = {
     "cosine_warmup_with_min_lr": "needs min_lr in lr_scheduler_kwargs, which recipes do not set",
     "warmup_stable_decay": "needs num_decay_steps in lr_scheduler_kwargs, which recipes do not set",
 }
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # TRL 1.15's, those that need no extra settings
 GRPO_REWARD_SCALING = ("group", "batch", "none")
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -129,12 +128,10 @@ def check_model_name(name: str, technique: str = "recipe") -> None:
             raise ValueError(f"{where} is a folder without config.json (or adapter_config.json): not a saved "
                              "model; expected a folder written by save_pretrained, or a Hub repo id")
         return
-    path_like = (path.is_absolute() or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
-                 or name.endswith("/"))
-    if path_like:
+    if looks_like_path(name):
         raise ValueError(f"{where}: no such folder; expected an existing model folder (with config.json) or "
                          "a Hub repo id such as HuggingFaceTB/SmolLM2-135M-Instruct")
-    if not _REPO_ID.match(name) or "--" in name or ".." in name or len(name) > 96:
+    if not is_repo_id(name) or "--" in name or len(name) > 96:
         raise ValueError(f"{where} is neither an existing folder nor a Hub repo id (owner/name: letters, digits, "
                          "'-', '_', '.'; at most 96 characters)")
 
@@ -208,6 +205,9 @@ class Recipe:
     # a list of module names (KNOWN_TARGETS), or "all-linear"
     target_modules: tuple[str, ...] | str = LORA_TARGETS
     use_rslora: bool = False
+    # the training data: None for the technique's default (its Hub dataset; generated math problems for GRPO),
+    # a Hub id, or your own .json/.jsonl/.parquet/.csv file in that dataset's schema (unsloth_course.data)
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         t = self.technique
@@ -244,6 +244,7 @@ class Recipe:
         if self.pad_to_multiple_of is not None and not positive_int(self.pad_to_multiple_of):
             raise ValueError(f"{t} recipe: pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive "
                              "integer or None")
+        _check_source_field(self, "dataset")
 
     @property
     def effective_batch_size(self) -> int:
@@ -255,6 +256,13 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_source_field(recipe: Recipe, name: str) -> None:
+    value = getattr(recipe, name)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{recipe.technique} recipe: {name}={value!r} must be None (the default data), "
+                         "a Hub id or a data file path")
 
 
 def _check_packing(recipe: Recipe) -> None:
@@ -352,10 +360,14 @@ class CPTRecipe(Recipe):
     packing: bool = True
     packing_strategy: str = "bfd"
     train_embeddings: bool = True
+    # the general prose of the forgetting check: None for yahma/alpaca-cleaned's answers, a Hub id or a file
+    # with an `output` column (data.load_general_prose)
+    general_dataset: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_packing(self)
+        _check_source_field(self, "general_dataset")
         _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
         targets = () if isinstance(self.target_modules, str) else self.target_modules
         if not self.train_embeddings and set(EMBEDDING_TARGETS) & set(targets):
