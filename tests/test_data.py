@@ -667,8 +667,8 @@ def test_length_reports_match_what_trl_cuts_and_drops(tiny_model, tmp_path, caps
 
     base, tokenizer = tiny_model
     model = copy.deepcopy(base)  # trainers change a model they get (gradient checkpointing): not the shared one
-    sft = to_prompt_completion(load_alpaca(64))
-    pairs = to_dpo_conversations(load_orca_dpo(40))
+    sft = to_prompt_completion(load_alpaca(n_rows=64))
+    pairs = to_dpo_conversations(load_orca_dpo(n_rows=40))
     capsys.readouterr()
     counts = report_sft_lengths(sft, tokenizer, 80)
     out = one_line(capsys)

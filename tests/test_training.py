@@ -196,7 +196,7 @@ def test_a_nan_loss_stops_training_at_that_step_and_saves_nothing(tiny_model, tm
     config = SFTConfig(**common_args(recipe, str(tmp_path), gradient_checkpointing=False, save_strategy="steps",
                                      save_steps=1), max_length=recipe.max_seq_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data.to_prompt_completion(
-        data.load_alpaca(8)), args=config, callbacks=[PoisonAt(model, 2)])
+        data.load_alpaca(n_rows=8)), args=config, callbacks=[PoisonAt(model, 2)])
     with pytest.raises(NonFiniteTrainingError) as stopped:
         train(trainer, recipe)
     message = str(stopped.value)

@@ -64,7 +64,7 @@ def main() -> None:
     model, tokenizer = trainers.load_model(recipe)
     base_state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
     model = trainers.add_lora(model, recipe)
-    rows = data.load_alpaca(recipe.n_train_rows + args.texts, recipe.seed)
+    rows = data.load_alpaca(n_rows=recipe.n_train_rows + args.texts, seed=recipe.seed)
     train_set = data.to_prompt_completion(rows.select(range(recipe.n_train_rows)))
     held_out = rows.select(range(recipe.n_train_rows, len(rows)))
     with tempfile.TemporaryDirectory() as work:
