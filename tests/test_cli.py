@@ -12,9 +12,12 @@ from unsloth_course.cli import build_parser, main
     ("argv", "message"),
     [
         (["run", "sft"], "invalid choice: 'sft'"),
-        (["run", "lora", "--max-steps", "0"], "must be a positive integer, got 0"),
-        (["run", "lora", "--max-steps", "-3"], "must be a positive integer, got -3"),
-        (["run", "lora", "--max-steps", "two"], "invalid _positive_int value: 'two'"),
+        (["run", "lora", "--max-steps", "0"], "argument --max-steps: '0' is not a positive integer (must be >= 1)"),
+        (["run", "lora", "--max-steps", "-3"], "argument --max-steps: '-3' is not a positive integer"),
+        (["run", "lora", "--max-steps", "abc"], "argument --max-steps: 'abc' is not a positive integer"),
+        (["run", "lora", "--save-steps", "1.5"], "argument --save-steps: '1.5' is not a positive integer"),
+        (["bench", "lora", "--timeout", "x"], "argument --timeout: 'x' is not a positive integer"),
+        (["plan", "--seq-len", "x"], "argument --seq-len: 'x' is not a positive integer"),
         ([], "the following arguments are required: command"),
     ],
 )
@@ -23,6 +26,78 @@ def test_parser_rejects(argv, message, capsys):
         build_parser().parse_args(argv)
     assert error.value.code == 2
     assert message in capsys.readouterr().err
+    assert "_positive_int" not in capsys.readouterr().err  # no internal function name
+
+
+def _no_model_loading(monkeypatch):
+    from unsloth_course import trainers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(trainers.FastLanguageModel, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "./no/such/model"], "model_name='./no/such/model': no such folder"),
+        (["--model", "outputs/missing/merged"], "model_name='outputs/missing/merged': no such folder"),
+        (["--model", "not a repo"], "is neither an existing folder nor a Hub repo id"),
+        (["--set", "optim=bogus"], "optim='bogus' is not an optimizer transformers knows (OptimizerNames); "
+                                   "allowed: adamw_torch,"),
+        (["--set", "optim=galore_adamw"], "optim='galore_adamw' needs optim_target_modules"),
+        (["--set", "lr_scheduler_type=cosine_with_min_lr"], "needs min_lr in lr_scheduler_kwargs"),
+        (["--set", "lr_scheduler_type=wavy"], "lr_scheduler_type='wavy' is not a learning-rate schedule"),
+        (["--set", "target_modules=[]"], "target_modules is empty"),
+        (["--set", "target_modules=['q_proj', 'qproj']"], "unknown module(s) 'qproj'; expected a list of q_proj"),
+        (["--set", "target_modules=q_proj"], "target_modules='q_proj' is not allowed; expected a list of"),
+        (["--set", "learning_rate=fast"], "learning_rate='fast' must be a number"),
+        (["--set", "packing=yes"], "packing='yes' must be True or False"),
+        (["--set", "attn_implementation=fast"], "attn_implementation='fast' is not supported"),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_any_model_loads(argv, message, monkeypatch, capsys):
+    _no_model_loading(monkeypatch)
+    assert main(["run", "lora", "--quick", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unsloth-course run: error: lora recipe: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_repo_id_that_cannot_load_offline_fails_before_loading(monkeypatch, tmp_path, capsys):
+    _no_model_loading(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["run", "lora", "--quick", "--model", "someone/not-downloaded", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model someone/not-downloaded: HF_HUB_OFFLINE=1 and someone/not-downloaded is not in the " \
+        "Hugging Face cache" in err
+    assert err.count("\n") == 1 and not out.exists()
+    assert main(["pipeline", "lora", "--quick", "--model", "./gone", "--output-dir", str(out)]) == 2
+    assert "model_name='./gone': no such folder" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_a_file_fails_before_loading(monkeypatch, tmp_path, capsys):
+    _no_model_loading(monkeypatch)
+    (tmp_path / "taken").write_text("a file")
+    assert main(["run", "lora", "--quick", "--output-dir", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert f"run: error: output folder {str(tmp_path / 'taken')!r} is a file" in err and err.count("\n") == 1
+
+
+def test_a_non_finite_loss_is_a_one_line_error(monkeypatch, capsys):
+    from unsloth_course.cli import run as runner
+    from unsloth_course.training import NonFiniteTrainingError
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteTrainingError(7, "loss", float("nan"), "fp16", 2e-4)
+
+    monkeypatch.setattr(runner, "run", diverge)
+    assert main(["run", "lora", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unsloth-course run: error: training stopped at step 7: the loss is nan (fp16); "
+                          "likely an fp16 overflow")
+    assert "learning_rate=5e-05 (now 0.0002)" in err and "bf16 GPU" in err and err.count("\n") == 1
 
 
 def test_parser_accepts_a_run():

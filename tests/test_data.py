@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before unsloth_course is imported: no test may reach the Hub
 
 import ast
+import copy
 import re
 
 import pytest
@@ -598,3 +599,99 @@ def test_add_eos_and_token_lengths():
         return {"input_ids": [text.split() for text in texts]}
 
     assert token_lengths(dataset, whitespace_tokenizer) == [4, 3]
+
+
+# ---------------------------------------------------------------- malformed chat messages, pairs that prefer nothing
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"content": "Hi"}, "message 1: has no 'role'"),
+        ({"role": "assistant", "content": None}, "message 1: content is None"),
+        ({"role": "assistant", "content": "  "}, "message 1: content is empty"),
+        ({"role": "bot", "content": "Hi"}, "message 1: role 'bot' is not one of system, user, assistant, tool"),
+        ({"role": "assistant"}, "message 1: content is None"),  # Arrow gives the missing key as None
+    ],
+)
+def test_malformed_chat_messages_name_row_column_message_and_problem(message, problem):
+    """A message without role used to end in a bare KeyError; content None went through to the template."""
+    from unsloth_course.data import messages_to_prompt_completion
+
+    good = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    dataset = Dataset.from_list([{"messages": good}, {"messages": [good[0], message]}])
+    expected = f"row 1 of the chat dataset: column 'messages', {problem}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        messages_to_prompt_completion(dataset)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        render_chat_text(dataset, tokenizer=None)  # refused before the tokenizer is used
+
+
+def test_validate_messages_checks_each_column():
+    from unsloth_course.data import validate_messages
+
+    ok = [{"role": "user", "content": "Q"}]
+    dataset = Dataset.from_list([{"prompt": ok, "chosen": [], "rejected": ok}])
+    with pytest.raises(ValueError, match="row 0 of the DPO dataset: column 'chosen' has no messages"):
+        validate_messages(dataset, ("prompt", "chosen", "rejected"), "DPO")
+    with pytest.raises(ValueError, match="column 'completion' missing in the SFT dataset"):
+        validate_messages(dataset, ("prompt", "completion"), "SFT")
+    validate_messages(dataset, ("prompt", "rejected"), "DPO")
+
+
+def test_pairs_that_prefer_nothing_are_dropped_with_their_count_and_rows(capsys):
+    rows = [{"system": "", "question": f"Q{i}", "chosen": f"A{i}", "rejected": f"B{i}"} for i in range(8)]
+    rows[2]["rejected"] = " A2 \n"  # the same answer once stripped
+    rows[5]["rejected"] = "A5"
+    pairs = to_dpo_conversations(Dataset.from_list(rows))
+    assert len(pairs) == 6 and [p[0]["content"] for p in pairs["prompt"]] == ["Q0", "Q1", "Q3", "Q4", "Q6", "Q7"]
+    assert one_line(capsys) == ("DPO data: dropped 2 of 8 pairs whose 'chosen' and 'rejected' answers are "
+                                "identical after stripping whitespace (rows 2, 5): they prefer nothing")
+    same = [{"system": "", "question": "Q", "chosen": "A", "rejected": "A "}] * 3
+    with pytest.raises(ValueError, match=r"every row of the DPO dataset \(3\) has the same 'chosen' and "
+                                         r"'rejected' answer .*rows 0, 1, 2\): no pair prefers anything"):
+        to_dpo_conversations(Dataset.from_list(same))
+    from unsloth_course.data import drop_identical_pairs
+
+    conversational = Dataset.from_list([
+        {"chosen": [{"role": "assistant", "content": "x "}], "rejected": [{"role": "assistant", "content": "x"}]},
+        {"chosen": [{"role": "assistant", "content": "x"}], "rejected": [{"role": "assistant", "content": "y"}]}])
+    assert len(drop_identical_pairs(conversational)) == 1
+
+
+# ---------------------------------------------------------------- rows TRL cuts or drops for length
+@pytest.mark.slow
+def test_length_reports_match_what_trl_cuts_and_drops(tiny_model, tmp_path, capsys):
+    """The counts printed before training are what TRL's trainers (1.16 here; 1.15 does the same) then do."""
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from unsloth_course.data import report_dpo_lengths, report_sft_lengths, to_prompt_completion
+
+    base, tokenizer = tiny_model
+    model = copy.deepcopy(base)  # trainers change a model they get (gradient checkpointing): not the shared one
+    sft = to_prompt_completion(load_alpaca(n_rows=64))
+    pairs = to_dpo_conversations(load_orca_dpo(n_rows=40))
+    capsys.readouterr()
+    counts = report_sft_lengths(sft, tokenizer, 80)
+    out = one_line(capsys)
+    assert out.startswith(f"SFT data: {counts['cut']} of 64 rows are longer than max_length=80 tokens (rows ")
+    assert f"{counts['dropped']} of them keep no answer token (the prompt fills max_length): TRL drops them" in out
+    assert counts["cut"] > counts["dropped"] > 0
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=sft, args=SFTConfig(
+        output_dir=str(tmp_path), max_length=80, completion_only_loss=True, report_to="none", bf16=False))
+    prepared = trainer.train_dataset["input_ids"]
+    assert len(prepared) == 64 - counts["dropped"]
+    assert counts["cut"] - counts["dropped"] <= sum(len(ids) == 80 for ids in prepared)
+    assert report_sft_lengths(sft, tokenizer, 80, packing=True, packing_strategy="wrapped")["cut"] == 0
+    capsys.readouterr()
+    counts = report_dpo_lengths(pairs, tokenizer, 90)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"DPO data: {counts['dropped']} of 40 pairs have a prompt of max_length=90 tokens or more (rows "
+        + lines[0].split("(rows ", 1)[1],
+        f"DPO data: {counts['cut']} of 40 pairs are longer than max_length=90 tokens (prompt + chosen or rejected; "
+        + lines[1].split("rejected; ", 1)[1]]
+    trainer = DPOTrainer(model=model, ref_model=None, processing_class=tokenizer, train_dataset=pairs,
+                         args=DPOConfig(output_dir=str(tmp_path), max_length=90, report_to="none", bf16=False))
+    kept = trainer.train_dataset
+    assert len(kept) == 40 - counts["dropped"] and counts["dropped"] > 0
+    assert counts["cut"] == sum(len(p) + max(len(c), len(r)) > 90 for p, c, r in
+                                zip(kept["prompt_ids"], kept["chosen_ids"], kept["rejected_ids"])) > 0

@@ -1,6 +1,7 @@
 """GGUF export (f16 and q8_0) with round-trip checks, the Ollama Modelfile, and bad input that must leave
 every existing file untouched. The source is SmolLM2-135M-Instruct as a 16-bit safetensors checkpoint."""
 
+import copy
 import json
 import shutil
 
@@ -184,3 +185,117 @@ def test_tolerances():
     assert export.tolerance_for("f16", "float32") == export.LOSSY_FLOAT_TOLERANCE  # rounding: not exact
     assert export.tolerance_for("f32", "float32") == 1.0
     assert export.tolerance_for("q8_0", "bfloat16") == export.TOLERANCES["q8_0"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../evil", "contains a path separator"),
+        ("sub/model", "contains a path separator"),
+        ("..\\evil", "contains a path separator"),
+        ("/tmp/evil", "is an absolute path or names a drive"),
+        ("C:evil", "is an absolute path or names a drive"),
+        ("..", "is '.' or '..'"),
+        (".", "is '.' or '..'"),
+        ("", "is empty"),
+        ("  ", "is empty"),
+    ],
+)
+def test_export_names_are_file_names_inside_out(checkpoint, tmp_path, capsys, name, problem):
+    """--name ../evil (or an absolute name) used to write outside --out; now refused before anything is written."""
+    from unsloth_course.cli import main
+
+    out = tmp_path / "out"
+    before = _snapshot(tmp_path)
+    with pytest.raises(ExportError, match=f"--name {name!r} {problem}".replace("\\", "\\\\").replace(".", r"\.")):
+        export.plan_exports(checkpoint, ["f16"], out, name=name)
+    assert main(["export", str(checkpoint), "--quantization", "f16", "--out", str(out), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unsloth-course export: error: --name {name!r} {problem}") and err.count("\n") == 1
+    assert _snapshot(tmp_path) == before and not out.exists()
+    assert not list(tmp_path.parent.glob("evil*")) and not list(checkpoint.parent.glob("evil*"))
+
+
+def test_an_out_folder_that_is_a_file_is_refused(checkpoint, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="--out .* is a file; give a folder"):
+        export.plan_exports(checkpoint, ["f16"], tmp_path / "file")
+
+
+def test_plain_export_names_are_kept(checkpoint, tmp_path):
+    targets, _, _ = export.plan_exports(checkpoint, ["f16", "q8_0"], tmp_path, name="smollm2.v1-lora")
+    assert [p.name for p in targets.values()] == ["smollm2.v1-lora.F16.gguf", "smollm2.v1-lora.Q8_0.gguf"]
+    assert all(p.parent == tmp_path for p in targets.values())
+
+
+def test_adapters_name_their_base_by_hub_id_and_load_offline(lora_model, tiny_model, tmp_path):
+    """An adapter trained from the offline copy of SmolLM2 used to record that copy's folder (a path of this
+    machine) as its base model; it records the Hub id, and still loads here offline (resolve_model)."""
+    import torch
+
+    from unsloth_course import FastLanguageModel
+    from unsloth_course.models import DEFAULT_MODEL, hub_id_for, resolve_model
+
+    _, tokenizer = tiny_model
+    local = resolve_model(verbose=False)
+    assert local != DEFAULT_MODEL and hub_id_for(local) == DEFAULT_MODEL  # offline here: the local copy
+    adapter = export.save_adapter(lora_model, tokenizer, tmp_path / "adapter")
+    lora_model.save_pretrained(tmp_path / "direct")  # as the notebooks save it
+    copy.deepcopy(lora_model).save_pretrained(tmp_path / "copy")  # a copy saves itself, also with the Hub id
+    for folder in (adapter, tmp_path / "direct", tmp_path / "copy"):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == DEFAULT_MODEL
+    model, _ = FastLanguageModel.from_pretrained(model_name=str(adapter), max_seq_length=256)
+    assert model.peft_config["default"].base_model_name_or_path == DEFAULT_MODEL
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, lora_model(input_ids=ids).logits)
+
+
+def test_an_adapter_naming_the_local_copy_is_rewritten_on_save(tmp_path):
+    """What PEFT records for a model loaded from the offline copy (kept so for Unsloth's merge): every save
+    rewrites it to the Hub id; other bases are left alone."""
+    from unsloth_course.models import DEFAULT_MODEL, name_base_by_hub_id, resolve_model
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": resolve_model(
+        verbose=False), "r": 8}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "outputs/cpt/merged"}))
+    name_base_by_hub_id(tmp_path)
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text()) == {
+        "base_model_name_or_path": DEFAULT_MODEL, "r": 8}
+    assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "outputs/cpt/merged")
+
+
+def test_merged_copy_precision_is_a_choice(lora_model, tiny_model, tmp_path):
+    """A small LoRA update (as after a short run) mostly rounds away in a bf16 merge; dtype="float32" keeps it
+    exactly. The default stays 16-bit (bf16 here), as Unsloth's merged_16bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    _, tokenizer = tiny_model
+    model = copy.deepcopy(lora_model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 1e-4)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = layer.base_layer.weight.detach().clone()
+    exact = base + layer.get_delta_weight("default")
+    changed = exact != base
+    saved = {}
+    for dtype in (None, "bfloat16", "float32"):
+        folder = export.save_merged(model, tokenizer, tmp_path / str(dtype), dtype=dtype)
+        assert json.loads((folder / "config.json").read_text())["dtype"] == (dtype or "bfloat16")
+        saved[dtype] = load_file(str(folder / "model.safetensors"))[key].float()
+    assert torch.equal(saved[None], saved["bfloat16"])
+    assert torch.equal(saved["float32"], exact)  # every update kept
+    rounded_away = (saved["bfloat16"] == base)[changed].float().mean()
+    assert rounded_away > 0.5  # most of a small update does not survive bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the trained model is left as it was
+    with pytest.raises(ExportError, match="dtype='fp8' for the merged copy; allowed: None"):
+        export.save_merged(model, tokenizer, tmp_path / "fp8", dtype="fp8")
+    assert not (tmp_path / "fp8").exists()

@@ -131,6 +131,44 @@ def test_training_summary_tokens_from_the_log_and_a_loss_check():
     assert "tokens/s" not in measurement.format_summary(no_runtime)
 
 
+def test_a_non_finite_loss_is_never_summarized_as_a_number():
+    history = [{"step": 1, "loss": 1.7528, "grad_norm": 2.0}, {"step": 2, "loss": 1.5, "grad_norm": math.nan},
+               {"step": 3, "loss": math.nan, "grad_norm": math.nan}]
+    snapshot = measurement.MemorySnapshot("cpu", 1.0, 1.0, None)
+    summary = measurement.training_summary(fake_trainer(600, history), SimpleNamespace(metrics={}), snapshot,
+                                           snapshot, "lora")
+    assert (summary["first_loss"], summary["last_loss"]) == (1.7528, None)
+    assert summary["loss_curve"] == [[1, 1.7528], [2, 1.5]]  # plots and tables get numbers only
+    assert summary["non_finite"] == [[2, "grad_norm", "nan"], [3, "loss", "nan"], [3, "grad_norm", "nan"]]
+    assert summary["loss_check"].startswith("not finite: grad_norm nan at step 2, loss nan at step 3")
+    text = measurement.format_summary(summary)
+    assert "loss        : 1.7528 -> n/a" in text and "CHECK       : not finite" in text
+    json.dumps(summary, allow_nan=False)  # a strict JSON run record: no NaN anywhere
+
+
+def test_a_resumed_run_counts_only_what_it_trained():
+    """Resumed at step 2 of 4 (300 tokens seen before): 2 steps, 300 tokens, half the samples transformers
+    reports (it counts max_steps' samples); the curve keeps the whole history."""
+    trainer = fake_trainer(600)
+    trainer.state.max_steps = 4
+    output = SimpleNamespace(metrics={"train_runtime": 3.0, "train_samples_per_second": 2.6667})
+    snapshot = measurement.MemorySnapshot("cpu", 1.0, 1.0, None)
+    summary = measurement.training_summary(trainer, output, snapshot, snapshot, "lora", start_step=2,
+                                           start_tokens=300)
+    assert (summary["steps"], summary["tokens"], summary["tokens_per_s"]) == (2, 300, 100.0)
+    assert (summary["resumed_from_step"], summary["global_step"]) == (2, 4)
+    assert summary["samples_per_s"] == pytest.approx(1.333, abs=1e-3)
+    assert (summary["first_loss"], summary["last_loss"]) == (1.5, 1.2)  # this run's steps 3-4
+    assert summary["loss_curve"] == [[1, 2.0], [2, 1.8], [3, 1.5], [4, 1.2]]
+    assert "3.0 s for 2 steps (resumed at step 2, now at step 4)" in measurement.format_summary(summary)
+    history = [{"step": s, "loss": 2.0, "num_tokens": 100.0 * s} for s in range(1, 5)]  # GRPO/DPO: logged tokens
+    logged = measurement.training_summary(fake_trainer(0, history), output, snapshot, snapshot, "grpo",
+                                          start_step=3)
+    assert (logged["steps"], logged["tokens"]) == (1, 100)
+    fresh = measurement.training_summary(fake_trainer(600), output, snapshot, snapshot, "lora")
+    assert "resumed_from_step" not in fresh and fresh["steps"] == 4 and fresh["tokens"] == 600
+
+
 # ---------------------------------------------------------------- plots and live callback
 def test_plot_metrics_one_line_per_key():
     history = [{"step": s, "loss": 2.0 / s, "reward": 0.1 * s} for s in range(1, 6)] + [{"step": 6, "kl": 0.1}]

@@ -151,3 +151,66 @@ def test_set_overrides_are_typed_literals():
 def test_set_overrides_name_what_is_wrong(technique, items, message):
     with pytest.raises(ValueError, match=message):
         parse_overrides(technique, items)
+
+
+def test_optimizer_and_scheduler_names_match_transformers():
+    """recipes keeps a copy (building a recipe must not import transformers before Unsloth): same names."""
+    from unsloth_course.backend import FastLanguageModel  # noqa: F401  (Unsloth first)
+
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from unsloth_course.recipes import LR_SCHEDULERS, LR_SCHEDULERS_NEEDING_SETTINGS, OPTIMIZER_NAMES
+
+    assert OPTIMIZER_NAMES == tuple(o.value for o in OptimizerNames)
+    assert set(LR_SCHEDULERS) | set(LR_SCHEDULERS_NEEDING_SETTINGS) == {s.value for s in SchedulerType}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim": "adam"}, "optim='adam' is not an optimizer transformers knows (OptimizerNames); allowed: "
+                            "adamw_torch, adamw_torch_fused"),
+        ({"optim": "apollo_adamw"}, "optim='apollo_adamw' needs optim_target_modules"),
+        ({"lr_scheduler_type": "reduce_lr_on_plateau"}, "steps on evaluation metrics"),
+        ({"lr_scheduler_type": "cosine_warmup"}, "is not a learning-rate schedule transformers knows"),
+        ({"target_modules": ()}, "target_modules is empty"),
+        ({"target_modules": ("q_proj", "attn")}, "unknown module(s) 'attn'; expected a list of q_proj, k_proj"),
+        ({"target_modules": "q_proj"}, "target_modules='q_proj' is not allowed"),
+        ({"target_modules": ("q_proj", 3)}, "target_modules=('q_proj', 3) must be a list of strings or a string"),
+        ({"learning_rate": "2e-4x"}, "learning_rate='2e-4x' must be a number"),
+        ({"packing": "yes"}, "packing='yes' must be True or False"),
+        ({"pad_to_multiple_of": "8"}, "pad_to_multiple_of='8' must be an integer or None"),
+        ({"attn_implementation": 3}, "attn_implementation=3 must be a string or None"),
+        ({"model_name": "./missing-model"}, "model_name='./missing-model': no such folder"),
+        ({"model_name": "a/b/c"}, "model_name='a/b/c': no such folder"),
+        ({"model_name": "bad id!"}, "is neither an existing folder nor a Hub repo id"),
+        ({"model_name": " "}, "model_name=' ' is empty"),
+    ],
+)
+def test_every_string_option_is_checked(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        get_recipe("lora", "quick", **overrides)
+
+
+def test_model_name_is_a_model_folder_or_a_repo_id(tmp_path):
+    assert get_recipe("lora", "quick", model_name="Qwen/Qwen2.5-1.5B-Instruct").model_name.startswith("Qwen/")
+    assert get_recipe("lora", "quick", model_name="gpt2").model_name == "gpt2"
+    with pytest.raises(ValueError, match="is a folder without config.json"):
+        get_recipe("lora", "quick", model_name=str(tmp_path))
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(ValueError, match="is a file; expected a model folder"):
+        get_recipe("lora", "quick", model_name=str(tmp_path / "weights.bin"))
+    (tmp_path / "config.json").write_text("{}")
+    assert get_recipe("lora", "quick", model_name=str(tmp_path)).model_name == str(tmp_path)
+
+
+def test_all_linear_and_cpt_embeddings():
+    assert get_recipe("lora", "quick", target_modules="all-linear").target_modules == "all-linear"
+    from unsloth_course.trainers import _targets
+
+    assert _targets("all-linear") == "all-linear" and _targets(("q_proj",)) == ["q_proj"]
+    with pytest.raises(ValueError, match="train_embeddings=True but target_modules=\\('q_proj',\\) has no"):
+        get_recipe("cpt", "quick", target_modules=("q_proj",))
+    assert get_recipe("cpt", "quick", target_modules=("q_proj",), train_embeddings=False).target_modules == (
+        "q_proj",)

@@ -12,13 +12,19 @@ GPU (the bench compares both).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +56,12 @@ BACKEND = "unsloth" if _unsloth is not None else "plain"
 
 # Unsloth is in (or known absent): from here on, TRL, transformers and PEFT may be imported.
 from unsloth_course import standin  # noqa: E402
-from unsloth_course.models import DEFAULT_MODEL, fix_special_tokens, resolve_model  # noqa: E402
+from unsloth_course.models import (  # noqa: E402
+    DEFAULT_MODEL,
+    fix_special_tokens,
+    resolve_model,
+    save_adapters_with_hub_ids,
+)
 
 
 class _DropMessages(logging.Filter):
@@ -128,6 +139,25 @@ quiet_max_length_warning()
 MEMORY_CAP_GB = apply_t4_emulation()
 
 
+@contextlib.contextmanager
+def _local_adapter_view(name: str) -> Iterator[str]:
+    """`name`, or for an adapter folder whose base is a Hub id that resolves to a local copy here (SmolLM2 without
+    the Hub), a temporary copy of the folder naming that copy: Unsloth reads the base from adapter_config.json
+    and would look for the id on the Hub. (The stand-in resolves the id itself: standin._load_adapter_folder.)"""
+    config_file = Path(name) / "adapter_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    base = config.get("base_model_name_or_path")
+    local = resolve_model(base) if base else base
+    if local == base:
+        yield name
+        return
+    with tempfile.TemporaryDirectory(prefix="adapter-view-") as tmp:
+        view = Path(tmp) / Path(name).name
+        shutil.copytree(name, view)
+        (view / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": local}, indent=2))
+        yield str(view)
+
+
 if _unsloth is not None:
     _UnslothFLM = _unsloth.FastLanguageModel
 
@@ -140,15 +170,16 @@ if _unsloth is not None:
                 kwargs["dtype"] = default_dtype()  # Unsloth's own choice, except when emulating a T4 (fp16)
             if kwargs.pop("attn_implementation", None):
                 report_once("attn", "attn_implementation is for the plain backend: Unsloth picks its own attention")
-            model, tokenizer = _UnslothFLM.from_pretrained(resolve_model(model_name), *args, **kwargs)
+            with _local_adapter_view(resolve_model(model_name)) as name:
+                model, tokenizer = _UnslothFLM.from_pretrained(name, *args, **kwargs)
             if model_name == DEFAULT_MODEL:
                 fix_special_tokens(tokenizer)
-            return model, tokenizer
+            return save_adapters_with_hub_ids(model), tokenizer
 
         @staticmethod
         def get_peft_model(model, *args: Any, r: int = 16, **kwargs: Any):
             standin.check_rank(r)
-            return _UnslothFLM.get_peft_model(model, *args, r=r, **kwargs)
+            return save_adapters_with_hub_ids(_UnslothFLM.get_peft_model(model, *args, r=r, **kwargs))
 
     UnslothTrainer, UnslothTrainingArguments = _unsloth.UnslothTrainer, _unsloth.UnslothTrainingArguments
 else:

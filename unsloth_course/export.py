@@ -18,6 +18,7 @@ Nothing existing is overwritten unless `overwrite=True`: files are written under
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from unsloth_course.backend import BACKEND, FastLanguageModel  # Unsloth before transformers: see backend
 
@@ -36,6 +37,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unsloth_course import settings
 from unsloth_course.inference import padding_side
+from unsloth_course.models import name_base_by_hub_id
 from unsloth_course.prompts import SFT_PROMPTS
 
 # Written by the pure-Python converter itself.
@@ -187,6 +189,27 @@ def check_causal_lm_dir(model_dir: str | Path) -> dict:
     return config
 
 
+def check_export_name(name: str) -> str:
+    """An export name is a file name stem inside the output folder: ExportError (naming --name) for an empty
+    name, a path separator (/ or \\), '.' or '..', an absolute path or a drive (C:)."""
+    text = str(name)
+    problem = None
+    if not text.strip():
+        problem = "is empty"
+    elif PurePosixPath(text).is_absolute() or PureWindowsPath(text).drive or PureWindowsPath(text).is_absolute():
+        problem = "is an absolute path or names a drive"
+    elif "/" in text or "\\" in text:
+        problem = "contains a path separator"
+    elif text.strip() in (".", ".."):
+        problem = "is '.' or '..'"
+    elif "\0" in text:
+        problem = "contains a NUL character"
+    if problem:
+        raise ExportError(f"--name {text!r} {problem}: it is a file name stem for the files written in the --out "
+                          "folder (e.g. --name smollm2-lora), not a path; choose the folder with --out")
+    return text
+
+
 # ---------------------------------------------------------------- tools
 def find_llama_quantize() -> Path | None:
     """llama.cpp's `llama-quantize`: on PATH, in $UNSLOTH_LLAMA_CPP_PATH, ~/.unsloth/llama.cpp or ./llama.cpp."""
@@ -258,19 +281,44 @@ def save_adapter(model, tokenizer, out_dir: str | Path, overwrite: bool = False)
     with _staged_dir(out, overwrite) as tmp, padding_side(tokenizer, "right"):  # saved as the base model pads
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        name_base_by_hub_id(tmp)
     return out
 
 
-def save_merged(model, tokenizer, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """A merged 16-bit checkpoint: LoRA folded into the weights (W + alpha/r * B A), saved as safetensors with
-    the tokenizer: a normal model folder that transformers, Unsloth and the GGUF converter load."""
+MERGE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def save_merged(model, tokenizer, out_dir: str | Path, overwrite: bool = False, dtype: str | None = None) -> Path:
+    """A merged checkpoint: LoRA folded into the weights (W + alpha/r * B A), saved as safetensors with the
+    tokenizer: a normal model folder that transformers, Unsloth and the GGUF converter load.
+
+    dtype: the merged weights' precision. None (default): 16-bit, as Unsloth's merged_16bit writes it (the stand-in:
+    bfloat16, or float16 on a GPU without bf16; Unsloth: the base checkpoint's 16-bit dtype). "bfloat16",
+    "float16" or "float32" choose it. A LoRA update is mostly smaller than bf16's rounding step (about 1/256 of
+    a weight), so a 16-bit merge rounds much of it away; float32 keeps it whole, at twice the size. Measured with
+    tools/merge_precision.py (CPU, quick LoRA recipe: r=16, learning rate 2e-4; 32 held-out chat texts; merged
+    models computed in float32): after 8 steps, 95% of the updated weights round back to the base value in
+    bf16, next-token agreement with the adapter model is 99.4% (the untrained base: 98.9%), max |logit
+    difference| 1.22; after 40 steps 85%, 97.1% (base 91.0%) and 4.5. float32 merges: 100% agreement, max
+    |logit difference| 1e-4, 542 MB instead of 273 MB. The default stays 16-bit: Unsloth's, the base model's
+    precision, and what an f16 GGUF holds exactly. The saved config's dtype is checked.
+    """
+    if dtype is not None and dtype not in MERGE_DTYPES:
+        raise ExportError(f"dtype={dtype!r} for the merged copy; allowed: None (16-bit default), "
+                          f"{', '.join(MERGE_DTYPES)}")
     out = Path(out_dir)
     with _staged_dir(out, overwrite) as tmp, padding_side(tokenizer, "right"):  # saved as the base model pads
         if hasattr(model, "save_pretrained_merged"):
-            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+            extra = {"dtype": getattr(torch, dtype)} if dtype else {}
+            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit", **extra)
         else:
-            model.save_pretrained(tmp, safe_serialization=True)
+            source = copy.deepcopy(model).to(getattr(torch, dtype)) if dtype else model  # .to() is in place
+            source.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+        written = _source_dtype(tmp)
+        if dtype and written != dtype:
+            raise ExportError(f"the merged copy was written as {written}, not the requested {dtype} "
+                              f"({BACKEND} backend); nothing was kept")
     return out
 
 
@@ -566,7 +614,9 @@ def plan_exports(model_dir: str | Path, quantizations: Sequence[str], out_dir: s
                 "Build llama.cpp (cmake --build build --target llama-quantize) and put it on PATH, or export "
                 f"{', '.join(CONVERTER_QUANTIZATIONS)}, which the pure-Python converter writes itself.")
     out = Path(out_dir) if out_dir else Path(f"{model_dir}_gguf")
-    stem = name or default_gguf_name(model_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {str(out)!r} is a file; give a folder for the GGUF files")
+    stem = check_export_name(name) if name is not None else default_gguf_name(model_dir)
     targets = {q: out / f"{stem}.{q.upper()}.gguf" for q in quants}
     existing = [p for p in targets.values() if p.exists()]
     if modelfile:
@@ -671,6 +721,7 @@ __all__ = [
     "ExportResult",
     "Verification",
     "check_causal_lm_dir",
+    "check_export_name",
     "convert_to_gguf",
     "export_gguf",
     "export_ggufs",
@@ -680,6 +731,7 @@ __all__ = [
     "normalize_quantization",
     "reference_answers",
     "save_adapter",
+    "MERGE_DTYPES",
     "save_merged",
     "tolerance_for",
     "unsloth_gguf_available",

@@ -104,6 +104,12 @@ class StepClock(TrainerCallback):
     def __init__(self, skip_steps: int = 2) -> None:
         self.skip_steps = skip_steps
         self.marks: list[tuple[int, float, int]] = []  # (step, seconds, tokens seen)
+        self.start_step = 0  # > 0 when the run resumed from a checkpoint: the steps and tokens before it are not
+        self.start_tokens = 0  # this run's
+
+    def on_train_begin(self, args, state, control, **kwargs):  # after a checkpoint's state was loaded
+        self.start_step = int(state.global_step)
+        self.start_tokens = int(state.num_input_tokens_seen or 0)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
@@ -126,14 +132,25 @@ def losses(log_history: Sequence[dict], key: str = "loss") -> list[tuple[int, fl
     return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
 
 
+def non_finite_logs(log_history: Sequence[dict], keys: Sequence[str] = ("loss", "grad_norm")) -> list[list]:
+    """[step, key, "nan"/"inf"/"-inf"] for every logged value of `keys` that is not a finite number."""
+    found = []
+    for entry in log_history:
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                found.append([int(entry.get("step", -1)), key, str(float(value))])
+    return found
+
+
 def loss_trend_check(values: Sequence[float]) -> str | None:
     """A warning when the loss did not fall: flat or rising, with the likely causes; None when it fell."""
+    if any(not math.isfinite(v) for v in values):
+        return "loss is NaN/inf: lower the learning rate, or use fp32/bf16 instead of fp16 for this model"
     if len(values) < 4:
         return None
     k = max(1, len(values) // 4)
     first, last = sum(values[:k]) / k, sum(values[-k:]) / k
-    if not math.isfinite(last):
-        return "loss is NaN/inf: lower the learning rate, or use fp32/bf16 instead of fp16 for this model"
     if last > first * 1.02:
         return (f"loss rose ({first:.3f} -> {last:.3f}): the learning rate is likely too high, or the labels/"
                 "chat template do not match the data; try a 2-10x lower learning_rate")
@@ -153,31 +170,54 @@ def reward_trend(log_history: Sequence[dict], key: str = "reward") -> tuple[int,
     return k, sum(curve[:k]) / k, sum(curve[-k:]) / k
 
 
-def _num_tokens(trainer) -> int | None:
+def _num_tokens(trainer, start_step: int, start_tokens: int) -> int | None:
+    """Tokens this run trained on (a resumed run's checkpoint already counted the ones before it)."""
     seen = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
     if seen:
-        return int(seen)
-    logged = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
-    return int(logged[-1]) if logged else None
+        return int(seen) - start_tokens
+    logged = [(int(e.get("step", 0)), e["num_tokens"]) for e in trainer.state.log_history if "num_tokens" in e]
+    if not logged:
+        return None
+    before = [n for step, n in logged if step <= start_step]
+    return int(logged[-1][1]) - (int(before[-1]) if before else 0)
+
+
+def _finite_round(value: float, digits: int) -> float | None:
+    """`value` rounded, or None when it is NaN/inf: a summary never shows a non-finite value as a number."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def training_summary(trainer, train_output, start: MemorySnapshot, end: MemorySnapshot,
-                     technique: str, **extra: Any) -> dict:
-    """Runtime, steps, samples/s, tokens/s, first/last loss, trainable parameters and memory."""
+                     technique: str, start_step: int = 0, start_tokens: int = 0, **extra: Any) -> dict:
+    """Runtime, steps, samples/s, tokens/s, first/last loss, trainable parameters and memory.
+
+    Counts cover this run only: a run resumed from a checkpoint at `start_step` (with `start_tokens` already
+    seen) reports the steps, samples and tokens it trained itself, and says where it resumed
+    (`resumed_from_step`); `loss_curve` keeps the whole logged history. A non-finite logged loss or gradient
+    norm is never a number here: it is listed in `non_finite`, and first/last loss are None where not finite.
+    """
     metrics = dict(train_output.metrics)
     runtime = float(metrics.get("train_runtime", 0.0))
-    curve = [v for _, v in losses(trainer.state.log_history)]
+    history = trainer.state.log_history
+    global_step = int(trainer.state.global_step)
+    steps = global_step - start_step
+    samples_per_s = float(metrics.get("train_samples_per_second", 0.0))
+    max_steps = int(getattr(trainer.state, "max_steps", 0) or 0)
+    if start_step and max_steps:  # transformers counts max_steps' samples, also those of the resumed-from steps
+        samples_per_s *= steps / max_steps
+    own = [(step, value) for step, value in losses(history) if step > start_step]
+    curve = [value for _, value in own]
     trainable, total = count_parameters(trainer.model)
-    tokens = _num_tokens(trainer)
+    tokens = _num_tokens(trainer, start_step, start_tokens)
     summary = {
         "technique": technique,
         "runtime_s": round(runtime, 2),
-        "steps": int(trainer.state.global_step),
-        "samples_per_s": round(float(metrics.get("train_samples_per_second", 0.0)), 3),
+        "steps": steps,
+        "samples_per_s": round(samples_per_s, 3),
         "tokens": tokens,
         "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime else None,
-        "first_loss": round(curve[0], 4) if curve else None,
-        "last_loss": round(curve[-1], 4) if curve else None,
+        "first_loss": _finite_round(curve[0], 4) if curve else None,
+        "last_loss": _finite_round(curve[-1], 4) if curve else None,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": round(100 * trainable / total, 3),
@@ -187,20 +227,31 @@ def training_summary(trainer, train_output, start: MemorySnapshot, end: MemorySn
         # GRPO's loss is not a progress measure (it hovers near zero and may rise as the KL term grows while the
         # reward improves): the notebook and the run record judge GRPO by its reward instead
         "loss_check": None if technique == "grpo" else loss_trend_check(curve),
-        "loss_curve": [[step, round(value, 5)] for step, value in losses(trainer.state.log_history)],
+        "loss_curve": [[step, round(value, 5)] for step, value in losses(history) if math.isfinite(value)],
     }
+    bad = non_finite_logs(history)
+    if bad:
+        summary["non_finite"] = bad
+        summary["loss_check"] = (f"not finite: {', '.join(f'{key} {value} at step {step}' for step, key, value in bad)}"
+                                 "; lower the learning rate (and on fp16, see the stop message's advice)")
+    if start_step:
+        summary["resumed_from_step"] = start_step
+        summary["global_step"] = global_step
     summary.update(extra)
     return summary
 
 
 def format_summary(summary: dict) -> str:
+    resumed = (f" (resumed at step {summary['resumed_from_step']}, now at step {summary['global_step']})"
+               if summary.get("resumed_from_step") else "")
+    first, last = (summary[k] if summary[k] is not None else "n/a" for k in ("first_loss", "last_loss"))
     lines = [
-        f"time        : {summary['runtime_s']:.1f} s for {summary['steps']} steps",
+        f"time        : {summary['runtime_s']:.1f} s for {summary['steps']} steps{resumed}",
         f"throughput  : {summary['samples_per_s']} samples/s"
         + (f", {summary['tokens_per_s']:,.0f} tokens/s (non-padding)" if summary.get("tokens_per_s") else "")
         + (f"; steady state {summary['steady_tokens_per_s']:,.0f} tokens/s, median step "
            f"{summary['step_time_median_s']:.3f} s" if summary.get("steady_tokens_per_s") else ""),
-        f"loss        : {summary['first_loss']} -> {summary['last_loss']}",
+        f"loss        : {first} -> {last}",
         f"parameters  : {summary['trainable_params']:,} trainable of {summary['total_params']:,} "
         f"({summary['trainable_pct']}%)",
         f"memory      : {summary['memory_device']} start {summary['memory_start_gb']:.2f} GB, "

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 from unsloth_course import settings
@@ -116,6 +117,48 @@ def materialize_gguf(gguf: Path | None = None, target: Path | None = None) -> Pa
 
 def _is_complete(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
+
+
+def hub_id_for(path: str | os.PathLike | None) -> str | None:
+    """The Hub id of a local copy this module made (SmolLM2 materialized from the GGUF), else None."""
+    if not path:
+        return None
+    try:
+        local = Path(path).expanduser().resolve()
+        return DEFAULT_MODEL if local == (settings.cache_dir() / "SmolLM2-135M-Instruct").resolve() else None
+    except (OSError, ValueError):
+        return None
+
+
+def name_base_by_hub_id(adapter_dir: str | os.PathLike) -> None:
+    """Make every adapter_config.json under `adapter_dir` name its base model by Hub id where it names this
+    machine's offline copy of it (hub_id_for): the adapter then loads on other machines too, and here through
+    resolve_model (standin._load_adapter_folder; backend._local_adapter_view for Unsloth)."""
+    for config_file in Path(adapter_dir).rglob("adapter_config.json"):
+        config = json.loads(config_file.read_text())
+        hub_id = hub_id_for(config.get("base_model_name_or_path"))
+        if hub_id:
+            config["base_model_name_or_path"] = hub_id
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _save_with_hub_ids(self, save_directory, *args, **kwargs):
+    result = self._course_save_pretrained(save_directory, *args, **kwargs)
+    name_base_by_hub_id(save_directory)
+    return result
+
+
+def save_adapters_with_hub_ids(model):
+    """Wrap a PEFT model's save_pretrained so that every adapter it writes (save_adapter, the notebooks'
+    model.save_pretrained, trainer checkpoints) names its base by Hub id, not by the offline copy it was loaded
+    from. PEFT copies the base model's name_or_path into adapter_config.json; the loaded model keeps the folder
+    (Unsloth's 16-bit merge reads its base weights from there, and PEFT checks the base vocabulary there).
+    Bound methods, so that a copy.deepcopy of the model saves the copy."""
+    if not hasattr(model, "peft_config") or "_course_save_pretrained" in vars(model):
+        return model
+    model._course_save_pretrained = model.save_pretrained
+    model.save_pretrained = types.MethodType(_save_with_hub_ids, model)
+    return model
 
 
 class ModelSourceError(SourceError):

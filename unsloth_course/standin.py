@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from unsloth_course.hardware import default_dtype, is_bfloat16_supported, report_once
-from unsloth_course.models import DEFAULT_MODEL, fix_special_tokens, resolve_model
+from unsloth_course.models import DEFAULT_MODEL, fix_special_tokens, resolve_model, save_adapters_with_hub_ids
 from unsloth_course.recipes import LORA_TARGETS
 
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
@@ -235,9 +235,10 @@ def _enable_checkpointing(model) -> None:
 
 
 def save_pretrained_merged(model, save_directory: str, tokenizer=None, save_method: str = "merged_16bit",
-                           **kwargs: Any) -> None:
+                           dtype: torch.dtype | None = None, **kwargs: Any) -> None:
     """Unsloth's save_pretrained_merged for the plain backend: "lora" saves the adapter only;
-    "merged_16bit" merges LoRA into the base weights and saves a 16-bit safetensors checkpoint."""
+    "merged_16bit" merges LoRA into the base weights and saves a 16-bit safetensors checkpoint (bfloat16, or
+    float16 on a GPU without bf16), or in `dtype` when given (as Unsloth's dtype=torch.float32 widens it)."""
     allowed = ("lora", "merged_16bit")
     if save_method not in allowed:
         raise ValueError(f"save_method={save_method!r}; the plain backend supports {allowed}")
@@ -250,7 +251,7 @@ def save_pretrained_merged(model, save_directory: str, tokenizer=None, save_meth
         if hasattr(merged, "merge_and_unload"):  # LoRA: W + (alpha/r) B A; a full fine-tune has nothing to merge
             merged = merged.merge_and_unload()
         half = torch.bfloat16 if (is_bfloat16_supported() or not torch.cuda.is_available()) else torch.float16
-        merged.to(half).save_pretrained(save_directory, safe_serialization=True)
+        merged.to(dtype or half).save_pretrained(save_directory, safe_serialization=True)
         del merged
     if tokenizer is not None:
         tokenizer.save_pretrained(save_directory)
@@ -258,6 +259,7 @@ def save_pretrained_merged(model, save_directory: str, tokenizer=None, save_meth
 
 def _attach_saving(model) -> None:
     model.save_pretrained_merged = types.MethodType(save_pretrained_merged, model)
+    save_adapters_with_hub_ids(model)  # a LoRA model's saved adapters name the Hub id of their base
 
 
 @dataclass

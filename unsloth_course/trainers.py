@@ -16,6 +16,7 @@ from unsloth_course.backend import FastLanguageModel, UnslothTrainer, UnslothTra
 import pandas as pd
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
+from unsloth_course.data.validation import report_dpo_lengths, report_sft_lengths
 from unsloth_course.hardware import precision_args
 from unsloth_course.recipes import CPTRecipe, DPORecipe, GRPORecipe, Recipe, SFTRecipe
 from unsloth_course.training import resolve_optim
@@ -32,6 +33,7 @@ NOTES: dict[str, str] = {
     "weight_decay": "pulls weights towards 0; DPO and GRPO leave it to the reference model (0)",
     "optim": "8-bit AdamW (bitsandbytes, CUDA) keeps the optimizer state small; AdamW elsewhere",
     "logging_steps": "log the loss (and rewards) every step, for the curves",
+    "logging_nan_inf_filter": "off: a NaN/inf loss is logged as it is, and training stops there with the cause",
     "seed": "same data order and initialization every run",
     "report_to": "no experiment tracker account needed",
     "save_strategy": "checkpoints only when asked (the notebooks save explicitly at the end)",
@@ -79,11 +81,16 @@ def load_model(recipe: Recipe, model_name: str | None = None):
         **extra)
 
 
+def _targets(target_modules: Sequence[str] | str) -> list[str] | str:
+    """A list of module names, or PEFT's "all-linear" as the string it is."""
+    return target_modules if isinstance(target_modules, str) else list(target_modules)
+
+
 def add_lora(model, recipe: Recipe):
     """The recipe's LoRA adapters on `model` (embed_tokens/lm_head in target_modules train in full)."""
     return FastLanguageModel.get_peft_model(
         model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules=list(recipe.target_modules), bias="none", use_gradient_checkpointing=checkpointing_mode(recipe),
+        target_modules=_targets(recipe.target_modules), bias="none", use_gradient_checkpointing=checkpointing_mode(recipe),
         random_state=recipe.seed, use_rslora=recipe.use_rslora)
 
 
@@ -102,6 +109,9 @@ def common_args(recipe: Recipe, output_dir: str, **overrides: Any) -> dict[str, 
         logging_steps=recipe.logging_steps,
         seed=recipe.seed,
         report_to="none",
+        # log a NaN/inf loss as it is (transformers' default logs it as 0 or the running mean): train()'s
+        # NonFiniteGuard stops the run at that step
+        logging_nan_inf_filter=False,
         save_strategy="no",
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -119,11 +129,22 @@ def sft_args(recipe: SFTRecipe, output_dir: str, **overrides: Any) -> SFTConfig:
                      pad_to_multiple_of=recipe.pad_to_multiple_of, completion_only_loss=True)
 
 
+def _report_lengths(train_dataset, tokenizer, args, name: str) -> None:
+    """How many rows TRL will cut or drop for args.max_length (printed; see data.report_sft_lengths)."""
+    if getattr(args, "max_length", None):
+        report_sft_lengths(train_dataset, tokenizer, args.max_length, getattr(args, "packing", False),
+                           getattr(args, "packing_strategy", "bfd"), name=name,
+                           text_field=getattr(args, "dataset_text_field", None) or "text")
+
+
 def sft_trainer(recipe: SFTRecipe, model, tokenizer, train_dataset, output_dir: str,
                 callbacks: Sequence = (), **overrides: Any) -> SFTTrainer:
-    """The SFTTrainer of notebooks 1 and 2 and of `unsloth-course run full|lora`."""
-    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset,
-                      args=sft_args(recipe, output_dir, **overrides), callbacks=list(callbacks))
+    """The SFTTrainer of notebooks 1 and 2 and of `unsloth-course run full|lora` (says how many rows TRL cuts
+    or drops for max_length first)."""
+    args = sft_args(recipe, output_dir, **overrides)
+    _report_lengths(train_dataset, tokenizer, args, "SFT")
+    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args,
+                      callbacks=list(callbacks))
 
 
 def dpo_args(recipe: DPORecipe, output_dir: str, **overrides: Any) -> DPOConfig:
@@ -135,9 +156,13 @@ def dpo_args(recipe: DPORecipe, output_dir: str, **overrides: Any) -> DPOConfig:
 
 def dpo_trainer(recipe: DPORecipe, model, tokenizer, train_dataset, output_dir: str,
                 callbacks: Sequence = (), **overrides: Any) -> DPOTrainer:
-    """The DPOTrainer of notebook 3: LoRA, so `ref_model=None` (the reference is the model without the adapter)."""
-    return DPOTrainer(model=model, ref_model=None, args=dpo_args(recipe, output_dir, **overrides),
-                      train_dataset=train_dataset, processing_class=tokenizer, callbacks=list(callbacks))
+    """The DPOTrainer of notebook 3: LoRA, so `ref_model=None` (the reference is the model without the adapter).
+    Says how many pairs TRL cuts or drops for max_length first."""
+    args = dpo_args(recipe, output_dir, **overrides)
+    if args.max_length:
+        report_dpo_lengths(train_dataset, tokenizer, args.max_length)
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_dataset,
+                      processing_class=tokenizer, callbacks=list(callbacks))
 
 
 def format_warmup_args(recipe: GRPORecipe, output_dir: str, **overrides: Any) -> SFTConfig:
@@ -152,8 +177,10 @@ def format_warmup_args(recipe: GRPORecipe, output_dir: str, **overrides: Any) ->
 def format_warmup_trainer(recipe: GRPORecipe, model, tokenizer, train_dataset, output_dir: str,
                           callbacks: Sequence = (), **overrides: Any) -> SFTTrainer:
     """The SFTTrainer of notebook 4's format warm-up."""
-    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset,
-                      args=format_warmup_args(recipe, output_dir, **overrides), callbacks=list(callbacks))
+    args = format_warmup_args(recipe, output_dir, **overrides)
+    _report_lengths(train_dataset, tokenizer, args, "format warm-up")
+    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args,
+                      callbacks=list(callbacks))
 
 
 def grpo_args(recipe: GRPORecipe, output_dir: str, **overrides: Any) -> GRPOConfig:
@@ -185,8 +212,10 @@ def cpt_args(recipe: CPTRecipe, output_dir: str, **overrides: Any):
 def cpt_trainer(recipe: CPTRecipe, model, tokenizer, train_dataset, output_dir: str,
                 callbacks: Sequence = (), **overrides: Any):
     """The UnslothTrainer of notebook 5 (two optimizer groups: adapters and embeddings)."""
-    return UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset,
-                          args=cpt_args(recipe, output_dir, **overrides), callbacks=list(callbacks))
+    args = cpt_args(recipe, output_dir, **overrides)
+    _report_lengths(train_dataset, tokenizer, args, "CPT")
+    return UnslothTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args,
+                          callbacks=list(callbacks))
 
 
 def explain(args) -> pd.DataFrame:

@@ -10,17 +10,10 @@ import torch
 from unsloth_course.cli import distributed
 from unsloth_course.cli.bench import bench
 from unsloth_course.cli.kernels import install_grouped_decode
-from unsloth_course.cli.planner import add_plan_arguments, run_plan_command
+from unsloth_course.cli.planner import add_plan_arguments, positive_int_arg, run_plan_command
 from unsloth_course.hardware import report_once
 from unsloth_course.hub import SourceError
 from unsloth_course.recipes import PROFILES, TECHNIQUES, get_recipe, parse_overrides
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("technique", choices=TECHNIQUES)
     run.add_argument("--quick", action="store_true", help="quick profile (CPU/CI); default: UNSLOTH_COURSE_QUICK")
     run.add_argument("--profile", choices=PROFILES, help="recipe profile (overrides --quick)")
-    run.add_argument("--max-steps", type=_positive_int, help="override the recipe's max_steps")
+    run.add_argument("--max-steps", type=positive_int_arg, help="override the recipe's max_steps")
     run.add_argument("--output-dir", help="where to save (default outputs/<technique>)")
     run.add_argument("--model", help="model id or folder (default: SmolLM2-135M-Instruct)")
     run.add_argument("--dataset", metavar="PATH_OR_ID",
@@ -38,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "the schema of the technique's dataset (default: that dataset; generated rows offline)")
     run.add_argument("--load-in-4bit", action="store_true",
                      help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); for 1-8B models on a small GPU")
-    run.add_argument("--save-steps", type=_positive_int, metavar="N",
+    run.add_argument("--save-steps", type=positive_int_arg, metavar="N",
                      help="save a checkpoint (safetensors) every N steps into the output folder")
-    run.add_argument("--save-total-limit", type=_positive_int, default=2, metavar="K",
+    run.add_argument("--save-total-limit", type=positive_int_arg, default=2, metavar="K",
                      help="keep the newest K checkpoints (default 2)")
     run.add_argument("--train-only", action="store_true",
                      help="time the training alone: no answers before/after, no evaluation, nothing saved (bench)")
@@ -53,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("stages", nargs="+", metavar="STAGE",
                       help="cpt, sft (= lora), lora, full, dpo, grpo; in the order they run")
     pipe.add_argument("--quick", action="store_true", help="quick profile (CPU/CI); default: UNSLOTH_COURSE_QUICK")
-    pipe.add_argument("--max-steps", type=_positive_int, help="override every stage's max_steps")
+    pipe.add_argument("--max-steps", type=positive_int_arg, help="override every stage's max_steps")
     pipe.add_argument("--output-dir", default="outputs/pipeline", help="stage folders go here "
                       "(default outputs/pipeline)")
     pipe.add_argument("--model", help="model the first stage starts from (default: SmolLM2-135M-Instruct)")
@@ -72,16 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the same recipe on the Unsloth and the plain backend, side by side")
     bench.add_argument("technique", choices=TECHNIQUES)
     bench.add_argument("--profile", choices=PROFILES, default="full")
-    bench.add_argument("--steps", type=_positive_int, help="training steps per backend (default: the recipe's)")
+    bench.add_argument("--steps", type=positive_int_arg, help="training steps per backend (default: the recipe's)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="change one recipe field for both backends (repeatable)")
     bench.add_argument("--backends", default=None, metavar="NAMES",
                        help="comma-separated subset of unsloth,plain (default: every backend this machine has)")
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--workdir", help="keep each backend's run output and log here (default: temporary)")
-    bench.add_argument("--timeout", type=_positive_int, metavar="S",
+    bench.add_argument("--timeout", type=positive_int_arg, metavar="S",
                        help="kill a backend's run after S seconds (its row says so; the other backend still runs)")
-    bench.add_argument("--torch-profile", type=_positive_int, metavar="N",
+    bench.add_argument("--torch-profile", type=positive_int_arg, metavar="N",
                        help="profile N training steps of each backend with torch.profiler; print the top operators")
     plan = sub.add_parser("plan", help="estimate GPU memory (weights, adapter, optimizer, activations) from the "
                           "model's config and say whether it fits, with which batch and sequence length")
@@ -149,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "pipeline":
         from unsloth_course.cli.pipeline import PipelineError, run_pipeline
+        from unsloth_course.training import NonFiniteTrainingError
 
         try:
             run_pipeline(args.stages, quick=args.quick or None, output_root=args.output_dir,
                          max_steps=args.max_steps, model_name=args.model)
-        except PipelineError as error:
+        except (PipelineError, SourceError, NonFiniteTrainingError) as error:
             return _error("pipeline", error)
         return 0
     from unsloth_course.cli.run import NoCheckpointError, run
+    from unsloth_course.training import NonFiniteTrainingError
 
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     if args.model:
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.technique, recipe, args.output_dir or f"outputs/{args.technique}", save_steps=args.save_steps,
             save_total_limit=args.save_total_limit, resume=args.resume, train_only=args.train_only)
-    except (NoCheckpointError, SourceError) as error:  # e.g. a missing Hub dataset: what failed, what to do
+    except (NoCheckpointError, SourceError, NonFiniteTrainingError, NotADirectoryError) as error:
         return _error("run", error)
     distributed.shutdown()  # under torchrun: no rank leaves while another still works
     return 0

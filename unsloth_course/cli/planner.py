@@ -622,21 +622,26 @@ def add_plan_arguments(parser) -> None:
                         "local folder with a config.json; other ids need the Hub")
     parser.add_argument("--technique", choices=TECHNIQUES, default="lora")
     parser.add_argument("--gpu-gb", type=float, default=16.0, help="GPU memory in GB (default 16, a T4)")
-    parser.add_argument("--seq-len", type=_positive_int, help="sequence length (default: the recipe's)")
-    parser.add_argument("--batch", type=_positive_int, help="per-device batch (default: the recipe's)")
-    parser.add_argument("--lora-r", type=_positive_int, default=16, help="LoRA rank (default 16)")
+    parser.add_argument("--seq-len", type=positive_int_arg, help="sequence length (default: the recipe's)")
+    parser.add_argument("--batch", type=positive_int_arg, help="per-device batch (default: the recipe's)")
+    parser.add_argument("--lora-r", type=positive_int_arg, default=16, help="LoRA rank (default 16)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw_8bit")
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--assumptions", action="store_true", help="also list the modelling assumptions")
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type for counts: the message names the value (argparse prefixes the option), e.g.
+    `argument --max-steps: 'abc' is not a positive integer`."""
     import argparse
 
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (must be >= 1)")
     return value
 
 
@@ -688,6 +693,7 @@ __all__ = [
     "load_config",
     "main",
     "plan",
+    "positive_int_arg",
     "run_plan_command",
     "transformers_config",
 ]

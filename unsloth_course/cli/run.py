@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import re
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unsloth_course.backend import BACKEND, backend_info
+
+import torch
+from safetensors import safe_open
 
 from unsloth_course import data, models, rewards, trainers
 from unsloth_course.cli import distributed
@@ -37,9 +41,10 @@ from unsloth_course.export import save_adapter, save_merged
 from unsloth_course.hardware import report_once
 from unsloth_course.inference import chat_details, compare, generate_details, padding_side
 from unsloth_course.measurement import folder_size_mb, reward_trend
+from unsloth_course.models import ModelSourceError, resolve_model
 from unsloth_course.plots import live_loss_callback
 from unsloth_course.prompts import SFT_PROMPTS
-from unsloth_course.recipes import TECHNIQUES, Recipe
+from unsloth_course.recipes import TECHNIQUES, Recipe, check_model_name
 from unsloth_course.records import write_run_record
 from unsloth_course.training import train
 
@@ -84,7 +89,8 @@ class RunOptions:
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoint-N folders (with trainer_state.json, written last) in output_dir, oldest first."""
+    """Checkpoint-N folders with trainer_state.json (written last) in output_dir, oldest first (not verified:
+    see verify_checkpoint)."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
@@ -93,16 +99,116 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(complete, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)))
 
 
+def _check_safetensors(path: Path) -> str | None:
+    """Why a safetensors file is unusable (header, every tensor readable, no NaN/inf), or None."""
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                tensor = weights.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    return f"tensor {name} holds NaN/inf values"
+    except Exception as error:  # SafetensorError, OSError, ...: the file is cut or corrupt
+        return f"unreadable ({type(error).__name__}: {error})"
+    return None
+
+
+def _check_torch_archive(path: Path) -> str | None:
+    """Why a torch.save file (a zip archive) is cut or corrupt (CRC of every member), or None; not unpickled."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"not a complete torch.save archive ({error})"
+    return f"member {bad} is corrupt (CRC mismatch)" if bad else None
+
+
+def _weight_files(folder: Path) -> tuple[list[Path], str | None]:
+    """The checkpoint's weight files (a LoRA adapter, or a full model, possibly sharded), or why there are none."""
+    if (folder / "adapter_config.json").is_file():
+        adapter = folder / "adapter_model.safetensors"
+        return ([adapter], None) if adapter.is_file() else ([], "adapter_model.safetensors is missing")
+    if not (folder / "config.json").is_file():
+        return [], "neither adapter_config.json nor config.json: no model was saved"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as error:
+            return [], f"model.safetensors.index.json is unreadable ({error})"
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            return [], f"{', '.join(missing)} missing (listed in model.safetensors.index.json)"
+        return [folder / name for name in shards], None
+    single = folder / "model.safetensors"
+    return ([single], None) if single.is_file() else ([], "model.safetensors is missing")
+
+
+def verify_checkpoint(folder: str | Path) -> str | None:
+    """Why checkpoint `folder` cannot be resumed from exactly, naming the file, or None when it is complete.
+
+    Checks what a save with save_only_model=False writes: trainer_state.json (readable, its global_step the
+    folder's N), the weights (every safetensors file: header, every tensor, all finite), and the optimizer,
+    scheduler and RNG state (torch archives, CRC-checked, not unpickled; scaler.pt too when present).
+    """
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json is missing or unreadable ({error})"
+    step = int(_CHECKPOINT.match(folder.name).group(1)) if _CHECKPOINT.match(folder.name) else None
+    if step is not None and state.get("global_step") != step:
+        return f"trainer_state.json says global_step={state.get('global_step')!r}, not {step}"
+    weights, problem = _weight_files(folder)
+    if problem:
+        return problem
+    rng = sorted(folder.glob("rng_state*.pth"))
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (folder / name).is_file():
+            return f"{name} is missing (saved with save_only_model=True? then training cannot continue exactly)"
+    if not rng:
+        return "rng_state.pth is missing: the data order and dropout would not continue exactly"
+    for path in [folder / "optimizer.pt", folder / "scheduler.pt", *rng, *folder.glob("scaler.pt")]:
+        problem = _check_torch_archive(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    for path in weights:  # last: it reads every tensor
+        problem = _check_safetensors(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path:
-    """The newest complete checkpoint in output_dir; NoCheckpointError (saying what to do) if there is none."""
-    found = checkpoints(output_dir)
+    """The newest checkpoint in output_dir that verify_checkpoint accepts, checked before any model loads.
+
+    A damaged newer one (a cut file, NaN weights, missing optimizer state) is reported, naming the file and
+    why, and the previous complete one is used; NoCheckpointError (saying what to do) if none is complete.
+    """
+    where = Path(output_dir)
+    found = checkpoints(where)
+    unfinished = sorted((p for p in where.glob("checkpoint-*") if p.is_dir() and _CHECKPOINT.match(p.name)
+                         and not (p / "trainer_state.json").is_file()),
+                        key=lambda p: int(_CHECKPOINT.match(p.name).group(1))) if where.is_dir() else []
     if not found:
-        where = Path(output_dir)
         state = "does not exist" if not where.exists() else "has no checkpoint-N folder with trainer_state.json"
         raise NoCheckpointError(f"cannot resume: {where} {state}. Checkpoints are written by a run started with "
                                 "--save-steps N (runner.run(..., save_steps=N)) into the same --output-dir; "
                                 "start without --resume to train from the beginning")
-    return found[-1]
+    damaged = []
+    for candidate in reversed(found):
+        problem = verify_checkpoint(candidate)
+        if problem is None:
+            newest = int(_CHECKPOINT.match(candidate.name).group(1))
+            for folder in unfinished:
+                if int(_CHECKPOINT.match(folder.name).group(1)) > newest:
+                    print_main(f"checkpoint {folder} has no trainer_state.json (its save was interrupted): skipped")
+            for folder, why in damaged:
+                print_main(f"checkpoint {folder} is damaged: {why}; resuming from {candidate.name} instead")
+            return candidate
+        damaged.append((candidate, problem))
+    reasons = "; ".join(f"{folder.name}: {why}" for folder, why in damaged)
+    raise NoCheckpointError(f"cannot resume: no complete checkpoint in {where} ({reasons}). Start without "
+                            "--resume to train from the beginning")
 
 
 def _save(model, tokenizer, out: Path, merged: bool) -> dict[str, float]:
@@ -279,6 +385,13 @@ def run(technique: str, recipe: Recipe, output_dir: str | Path, model_name: str 
                                    or save_steps <= 0):
         raise ValueError(f"save_steps={save_steps!r} must be a positive integer (or None: no checkpoints)")
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {str(out)!r} is a file; give a folder (--output-dir)")
+    try:  # the model to start from: an existing model folder or a well-formed repo id, before anything loads
+        check_model_name(model_name or recipe.model_name, technique)
+    except ValueError as error:
+        raise ModelSourceError(str(error)) from None
+    resolve_model(model_name or recipe.model_name, verbose=False)  # missing, gated, not cached: ModelSourceError
     resume_from = None
     if resume:
         checkpoint = latest_checkpoint(out)  # fails here, before any model is loaded

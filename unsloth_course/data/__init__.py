@@ -49,7 +49,14 @@ from unsloth_course.data.sources import (
     source_of,
 )
 from unsloth_course.data.split import held_out_split, split_train_eval
-from unsloth_course.data.validation import drop_blank_rows, validate_rows
+from unsloth_course.data.validation import (
+    drop_blank_rows,
+    drop_identical_pairs,
+    report_dpo_lengths,
+    report_sft_lengths,
+    validate_messages,
+    validate_rows,
+)
 
 __all__ = [
     "ALPACA_DATASET",
@@ -72,6 +79,7 @@ __all__ = [
     "check_source",
     "code_char_limit",
     "drop_blank_rows",
+    "drop_identical_pairs",
     "find_contaminated",
     "format_alpaca",
     "format_reasoning_answer",
@@ -88,6 +96,8 @@ __all__ = [
     "render_chat",
     "render_chat_text",
     "render_example",
+    "report_dpo_lengths",
+    "report_sft_lengths",
     "parse_source",
     "row_to_messages",
     "held_out_split",
@@ -100,6 +110,7 @@ __all__ = [
     "to_dpo_conversations",
     "to_format_warmup",
     "token_lengths",
+    "validate_messages",
     "validate_rows",
 ]
 from unsloth_course.data.formats import (

@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from unsloth_course.data.generators import generate_dpo_rows
 from unsloth_course.data.sources import check_source_argument, load_rows
-from unsloth_course.data.validation import validate_rows
+from unsloth_course.data.validation import drop_identical_pairs, validate_rows
 
 ORCA_DPO_DATASET = "Intel/orca_dpo_pairs"
 DPO_SCHEMA: dict[str, type] = {"system": str, "question": str, "chosen": str, "rejected": str}
@@ -26,8 +26,13 @@ def load_orca_dpo(source: str | Path | None = None, n_rows: int | None = None, s
 
 
 def to_dpo_conversations(dataset: Dataset) -> Dataset:
-    """TRL's conversational preference form: prompt (system if any, user), chosen and rejected replies."""
+    """TRL's conversational preference form: prompt (system if any, user), chosen and rejected replies.
+
+    Pairs whose chosen and rejected answers are identical after stripping prefer nothing: they are dropped,
+    with their count and first row numbers (ValueError if none is left; see drop_identical_pairs).
+    """
     validate_rows(dataset, DPO_SCHEMA, "DPO", allow_empty=("system",))
+    dataset = drop_identical_pairs(dataset, "DPO")
 
     def convert(row: dict) -> dict:
         system = [{"role": "system", "content": row["system"]}] if row["system"].strip() else []

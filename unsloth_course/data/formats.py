@@ -7,7 +7,7 @@ from typing import Any
 from datasets import Dataset
 
 from unsloth_course.data.sft import row_to_messages
-from unsloth_course.data.validation import validate_rows
+from unsloth_course.data.validation import validate_messages, validate_rows
 
 MESSAGES_SCHEMA = {"messages": list}
 
@@ -27,8 +27,9 @@ def to_prompt_completion(dataset: Dataset) -> Dataset:
 def messages_to_prompt_completion(dataset: Dataset) -> Dataset:
     """A "messages" column -> prompt (every turn before the last) and completion (the last assistant turn)."""
     validate_rows(dataset, MESSAGES_SCHEMA, "chat")
+    validate_messages(dataset, "messages", "chat")
     for index, row in enumerate(dataset):
-        if not row["messages"] or row["messages"][-1]["role"] != "assistant":
+        if row["messages"][-1]["role"] != "assistant":
             raise ValueError(f"row {index} of the chat dataset: column 'messages' must end with an assistant turn")
     return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
                        remove_columns=dataset.column_names)

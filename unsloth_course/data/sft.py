@@ -10,7 +10,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from unsloth_course.data.generators import generate_sft_rows
 from unsloth_course.data.sources import check_source_argument, load_rows
-from unsloth_course.data.validation import validate_rows
+from unsloth_course.data.validation import validate_messages, validate_rows
 
 ALPACA_DATASET = "yahma/alpaca-cleaned"
 ALPACA_SCHEMA: dict[str, type] = {"instruction": str, "input": str, "output": str}
@@ -99,6 +99,7 @@ def to_chat_messages(dataset: Dataset) -> Dataset:
 def render_chat_text(dataset: Dataset, tokenizer: Any) -> Dataset:
     """Add "text": the messages rendered by the tokenizer's chat template (ChatML ends each turn in EOS)."""
     validate_rows(dataset, MESSAGES_SCHEMA, "chat")
+    validate_messages(dataset, "messages", "chat")
     return dataset.map(lambda row: {"text": tokenizer.apply_chat_template(row["messages"], tokenize=False)})
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +21,7 @@ from typing import Any
 
 import tomllib
 
+from unsloth_course.hub import is_repo_id, looks_like_path
 from unsloth_course.models import DEFAULT_MODEL
 from unsloth_course.settings import quick_mode
 
@@ -29,9 +32,131 @@ PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")  # TRL packing strategies
 # LoRA on every attention and MLP projection of a Llama-style block (Unsloth's default target list too)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDING_TARGETS = ("embed_tokens", "lm_head")
+# target_modules a recipe may name: the Llama-style projections, Phi-3's fused ones, the embeddings (trained whole),
+# or PEFT's "all-linear" (every Linear layer except the output head)
+FUSED_TARGETS = ("qkv_proj", "gate_up_proj")
+KNOWN_TARGETS = LORA_TARGETS + FUSED_TARGETS + EMBEDDING_TARGETS
+ALL_LINEAR = "all-linear"
+# transformers 5.17's OptimizerNames (transformers.training_args), copied so that building a recipe imports no
+# transformers (it must come after Unsloth: see backend); test_recipes checks the copy against the enum.
+OPTIMIZER_NAMES = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw",
+)
+# Optimizers that need a setting recipes do not have (optim_target_modules, or a LOMO trainer): refused, with why.
+OPTIMIZERS_NEEDING_SETTINGS = {
+    **{name: "needs optim_target_modules, which recipes do not set" for name in OPTIMIZER_NAMES
+       if name.startswith(("galore_", "apollo_"))},
+    "lomo": "needs transformers' LOMO trainer path and the lomo-optim package",
+    "adalomo": "needs transformers' LOMO trainer path and the lomo-optim package",
+}
+# transformers 5.17's SchedulerType values (transformers.trainer_utils; checked by test_recipes) that train
+# without extra settings. The others need what recipes do not set:
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+LR_SCHEDULERS_NEEDING_SETTINGS = {
+    "reduce_lr_on_plateau": "steps on evaluation metrics; the course trains without evaluation during training",
+    "greedy": "steps on evaluation metrics; the course trains without evaluation during training",
+    "cosine_with_min_lr": "needs min_lr in lr_scheduler_kwargs, which recipes do not set",
+    "cosine_warmup_with_min_lr": "needs min_lr in lr_scheduler_kwargs, which recipes do not set",
+    "warmup_stable_decay": "needs num_decay_steps in lr_scheduler_kwargs, which recipes do not set",
+}
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # TRL 1.15's, those that need no extra settings
 GRPO_REWARD_SCALING = ("group", "batch", "none")
 RECIPE_DIR = Path(__file__).resolve().parent
+
+
+def _type_name(hint: Any) -> str:
+    """`hint` in words, for an error message."""
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_type_name(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "True or False", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Does `value` match the dataclass field type `hint` (int, float, bool, str, X | None, tuple[X, ...])?"""
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_has_type(v, typing.get_args(hint)[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(recipe: Recipe) -> None:
+    """Every field holds a value of its declared type (a --set value is a Python literal or a string)."""
+    for name, hint in _field_types(type(recipe)).items():
+        value = getattr(recipe, name)
+        if not _has_type(value, hint):
+            raise ValueError(f"{recipe.technique} recipe: {name}={value!r} must be {_type_name(hint)}")
+
+
+def check_model_name(name: str, technique: str = "recipe") -> None:
+    """A model a recipe can load: an existing folder with config.json (or a LoRA adapter's adapter_config.json),
+    or a well-formed Hub repo id (`owner/name`). A path-like value that does not exist is refused here, before
+    anything loads, instead of failing inside the Hub client."""
+    where = f"{technique} recipe: model_name={name!r}"
+    if not name.strip():
+        raise ValueError(f"{where} is empty; expected a model folder (with config.json) or a Hub repo id")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{where} is a file; expected a model folder (with config.json) or a Hub repo id")
+        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+            raise ValueError(f"{where} is a folder without config.json (or adapter_config.json): not a saved "
+                             "model; expected a folder written by save_pretrained, or a Hub repo id")
+        return
+    if looks_like_path(name):
+        raise ValueError(f"{where}: no such folder; expected an existing model folder (with config.json) or "
+                         "a Hub repo id such as HuggingFaceTB/SmolLM2-135M-Instruct")
+    if not is_repo_id(name) or "--" in name or len(name) > 96:
+        raise ValueError(f"{where} is neither an existing folder nor a Hub repo id (owner/name: letters, digits, "
+                         "'-', '_', '.'; at most 96 characters)")
+
+
+def _check_choice(technique: str, name: str, value: str, allowed: Sequence[str],
+                  refused: dict[str, str], source: str) -> None:
+    if value in refused:
+        raise ValueError(f"{technique} recipe: {name}={value!r} {refused[value]}; allowed: {', '.join(allowed)}")
+    if value not in allowed:
+        raise ValueError(f"{technique} recipe: {name}={value!r} is not {source}; allowed: {', '.join(allowed)}")
+
+
+def _check_target_modules(recipe: Recipe) -> None:
+    targets, t = recipe.target_modules, recipe.technique
+    allowed = f"a list of {', '.join(KNOWN_TARGETS)}, or {ALL_LINEAR!r}"
+    if isinstance(targets, str):
+        if targets != ALL_LINEAR:
+            raise ValueError(f"{t} recipe: target_modules={targets!r} is not allowed; expected {allowed}")
+        return
+    if not targets:
+        raise ValueError(f"{t} recipe: target_modules is empty: LoRA needs at least one module; expected {allowed}")
+    unknown = [name for name in targets if name not in KNOWN_TARGETS]
+    if unknown:
+        raise ValueError(f"{t} recipe: target_modules names unknown module(s) {', '.join(map(repr, unknown))}; "
+                         f"expected {allowed}")
 
 
 def positive_int(value: Any) -> bool:
@@ -77,7 +202,8 @@ class Recipe:
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = LORA_TARGETS
+    # a list of module names (KNOWN_TARGETS), or "all-linear"
+    target_modules: tuple[str, ...] | str = LORA_TARGETS
     use_rslora: bool = False
     # the training data: None for the technique's default (its Hub dataset; generated math problems for GRPO),
     # a Hub id, or your own .json/.jsonl/.parquet/.csv file in that dataset's schema (unsloth_course.data)
@@ -94,6 +220,13 @@ class Recipe:
             value = getattr(self, name)
             if not positive_int(value):
                 raise ValueError(f"{t} recipe: {name}={value!r} must be a positive integer")
+        _check_types(self)
+        check_model_name(self.model_name, t)
+        _check_choice(t, "optim", self.optim, [o for o in OPTIMIZER_NAMES if o not in OPTIMIZERS_NEEDING_SETTINGS],
+                      OPTIMIZERS_NEEDING_SETTINGS, "an optimizer transformers knows (OptimizerNames)")
+        _check_choice(t, "lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS, LR_SCHEDULERS_NEEDING_SETTINGS,
+                      "a learning-rate schedule transformers knows (SchedulerType)")
+        _check_target_modules(self)
         if t != "full" and not positive_int(self.lora_r):
             raise ValueError(f"{t} recipe: lora_r={self.lora_r!r} must be a positive integer "
                              "(full fine-tuning uses full_finetuning=True, not r=0)")
@@ -236,8 +369,13 @@ class CPTRecipe(Recipe):
         _check_packing(self)
         _check_source_field(self, "general_dataset")
         _check_range("embedding_learning_rate", self.embedding_learning_rate, 1e-7, 1e-2, self.technique)
-        if not self.train_embeddings and set(EMBEDDING_TARGETS) & set(self.target_modules):
+        targets = () if isinstance(self.target_modules, str) else self.target_modules
+        if not self.train_embeddings and set(EMBEDDING_TARGETS) & set(targets):
             raise ValueError("cpt recipe: train_embeddings=False but target_modules lists embed_tokens/lm_head")
+        if self.train_embeddings and not set(EMBEDDING_TARGETS) & set(targets):
+            raise ValueError(f"cpt recipe: train_embeddings=True but target_modules={self.target_modules!r} has no "
+                             "embed_tokens/lm_head (nothing would train at embedding_learning_rate); add them or "
+                             "set train_embeddings=False")
         if self.embedding_learning_rate > self.learning_rate:
             raise ValueError(f"cpt recipe: embedding_learning_rate={self.embedding_learning_rate} should "
                              f"not exceed learning_rate={self.learning_rate} (embeddings move slowly)")
@@ -300,6 +438,7 @@ def get_recipe(technique: str, profile: str | None = None, **overrides) -> Recip
     return _CLASSES[technique](technique=technique, profile=profile, **values)
 
 
-__all__ = ["ATTENTION_KERNELS", "CPTRecipe", "DPORecipe", "EMBEDDING_TARGETS", "GRPORecipe", "LORA_TARGETS",
-           "PACKING_STRATEGIES", "PROFILES", "Recipe", "SFTRecipe", "TECHNIQUES", "get_recipe", "parse_overrides",
-           "positive_int", "profiles"]
+__all__ = ["ALL_LINEAR", "ATTENTION_KERNELS", "CPTRecipe", "DPORecipe", "EMBEDDING_TARGETS", "GRPORecipe",
+           "KNOWN_TARGETS", "LORA_TARGETS", "LR_SCHEDULERS", "OPTIMIZER_NAMES", "PACKING_STRATEGIES", "PROFILES",
+           "Recipe", "SFTRecipe", "TECHNIQUES", "check_model_name", "get_recipe", "parse_overrides", "positive_int",
+           "profiles"]
