@@ -397,7 +397,7 @@ for beta in recipe.beta_sweep:
     sweep_recipe = recipe.replace(beta=beta, max_steps=recipe.beta_sweep_steps, warmup_steps=0)
     sweep_trainer = trainers.dpo_trainer(sweep_recipe, sweep_model, tokenizer, train_set,
                                          output_dir=f"outputs/dpo/beta_{beta}")
-    sweep_trainer.train()
+    training.train(sweep_trainer, sweep_recipe, verbose=False)
     sweep_logs[beta] = sweep_trainer.state.log_history
     held = evaluation.preference_metrics(sweep_model, tokenizer, held_out, recipe.max_seq_length, beta)
     sweep_rows.append({"beta": beta,

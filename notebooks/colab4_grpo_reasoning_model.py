@@ -214,7 +214,7 @@ warmup = trainers.format_warmup_trainer(recipe, model, tokenizer, warmup_set, ou
 trainers.explain(warmup.args)
 
 # %%
-warmup.train()
+training.train(warmup, recipe, technique="grpo format warm-up")
 eval_warm = evaluation.math_accuracy(model, tokenizer, held_out, recipe.max_completion_length)
 print(eval_warm)
 

@@ -252,7 +252,7 @@ for name, result in ppl_before.items():
 # checks whether the continuation is Python.
 
 # %%
-heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
+heads = data.code_completion_prompts(held_out_code)[:16]  # up to 16 held-out functions
 before = generate_details(model, tokenizer, heads, max_new_tokens=recipe.max_new_tokens)
 for head, completion in list(zip(heads, before))[:3]:
     print(f"{head}{completion}\n{'-' * 70}")

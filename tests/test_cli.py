@@ -127,7 +127,10 @@ def test_run_lora_quick_end_to_end(tmp_path, runs_dir, capsys):
     assert (record["technique"], record["profile"], record["steps"]) == ("lora", "quick", 2)
     assert record["recipe"]["max_steps"] == 2 and record["output_dir"] == str(out_dir)
     assert record["tokens_per_s"] > 0 and record["trainable_pct"] == pytest.approx(3.50, abs=0.05)
-    assert len(record["answers"]) == 3 and all(row["after training"] for row in record["answers"])
+    assert len(record["answers"]) == 5 and all(row["after training"] for row in record["answers"])  # 3 fixed + 2
+    held_out = record["held_out"]  # the held-out answer loss before and after, paired
+    assert held_out["before"]["rows"] == held_out["after"]["rows"] == 8 and held_out["loss_change_ci"]
+    assert record["data"]["kind"] == "generated" and record["model"]["kind"] == "embedded gguf"
 
     assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert (out_dir / "adapter" / "tokenizer_config.json").is_file()

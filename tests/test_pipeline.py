@@ -3,6 +3,7 @@ records its run, and the pipeline prints one summary with every stage's metric."
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,9 +37,10 @@ def test_pipeline_cpt_sft_dpo_quick(tmp_path, monkeypatch, capsys):
     assert not (Path(runs_dir) / "lora.json").exists()  # stage records do not replace standalone run records
 
     # every stage's own metric, in the one summary
-    assert stages[0]["perplexity_after"]["code"] > 1 and "code perplexity" in stages[0]["metric"]
-    assert len(stages[1]["answers"]) == 3 and all(a["after training"] for a in stages[1]["answers"])
-    assert 0 <= stages[2]["preference_after"]["logp_accuracy"] <= 1
+    assert stages[0]["held_out"]["code"]["after"]["perplexity"] > 1 and "code perplexity" in stages[0]["metric"]
+    assert "held-out answer loss" in stages[1]["metric"] and stages[1]["held_out"]["loss_change_ci"]
+    assert len(stages[1]["answers"]) == 5 and all(a["after training"] for a in stages[1]["answers"])
+    assert "implicit-reward accuracy" in stages[2]["metric"] and "after" in stages[2]["held_out"]
     summary = printed[printed.index("pipeline summary"):]
     for text in ("| 1 | cpt | cpt |", "| 2 | sft | lora |", "| 3 | dpo | dpo |", "code perplexity",
                  "preference accuracy", "answers after stage 2 (sft)", "What is the capital of France?"):
@@ -90,18 +92,21 @@ def test_stage_without_a_model_for_the_next(tmp_path):
         pipeline.stage_model_dir(tmp_path / "1-sft")
 
 
-def test_stage_metrics():
-    assert pipeline.stage_metric("cpt", {"perplexity_before": {"code": 4.0, "general": 3.0},
-                                         "perplexity_after": {"code": 3.5, "general": 3.1}}) == \
-        "code perplexity 4.00 -> 3.50 (general text 3.00 -> 3.10)"
-    assert pipeline.stage_metric("dpo", {"preference_before": {"logp_accuracy": 0.5},
-                                         "preference_after": {"logp_accuracy": 0.75, "reward_accuracy": 0.8}}) == \
-        "preference accuracy 50.0% -> 75.0% (implicit-reward accuracy 80.0%)"
+def _value(v):
+    return SimpleNamespace(value=v)
 
 
-def test_stage_metric_leaves_out_an_undefined_implicit_reward():
-    result = {"preference_before": {"logp_accuracy": 0.25, "reward_accuracy": None},
-              "preference_after": {"logp_accuracy": 0.5, "reward_accuracy": None}}
-    assert pipeline.stage_metric("dpo", result) == "preference accuracy 25.0% -> 50.0%"
-    result["preference_after"]["reward_accuracy"] = 0.75
-    assert pipeline.stage_metric("dpo", result).endswith("(implicit-reward accuracy 75.0%)")
+def test_stage_metrics_read_the_held_out_measurements():
+    def ppl(before, after):
+        return SimpleNamespace(before=SimpleNamespace(perplexity=_value(before)),
+                               after=SimpleNamespace(perplexity=_value(after)))
+
+    assert pipeline.stage_metric("cpt", {"held_out": {"code": ppl(4.0, 3.5), "prose": ppl(3.0, 3.1)}}) == \
+        "code perplexity 4.00 -> 3.50; prose perplexity 3.00 -> 3.10"
+    sft = SimpleNamespace(before=SimpleNamespace(loss=_value(1.7)), after=SimpleNamespace(loss=_value(1.55)))
+    assert pipeline.stage_metric("lora", {"held_out": sft}) == "held-out answer loss 1.700 -> 1.550"
+    dpo = {"before": SimpleNamespace(logp_accuracy=_value(0.5)),
+           "after": SimpleNamespace(logp_accuracy=_value(0.75), reward_accuracy="80.0% (95% CI 60-90%, n=20)")}
+    assert pipeline.stage_metric("dpo", {"held_out": dpo}) == (
+        "held-out preference accuracy 50.0% -> 75.0%; implicit-reward accuracy 80.0% (95% CI 60-90%, n=20)")
+    assert pipeline.stage_metric("grpo", {}) == ""  # a train-only run measured nothing

@@ -18,6 +18,7 @@ from pathlib import Path
 from unsloth_course import settings
 from unsloth_course.cli.run import run
 from unsloth_course.recipes import get_recipe
+from unsloth_course.records import json_safe
 
 STAGES = {"cpt": "cpt", "sft": "lora", "lora": "lora", "full": "full", "dpo": "dpo", "grpo": "grpo"}
 
@@ -53,26 +54,23 @@ def stage_model_dir(stage_dir: Path) -> Path:
 
 
 def stage_metric(technique: str, result: dict) -> str:
-    """Each stage's own measure, in one line."""
+    """Each stage's own held-out measure, in one line (result: what cli.run.run returned)."""
+    held_out = result.get("held_out")
+    if held_out is None:
+        return ""
     if technique == "cpt":
-        b, a = result.get("perplexity_before", {}), result.get("perplexity_after", {})
-        return (f"code perplexity {b.get('code', float('nan')):.2f} -> {a.get('code', float('nan')):.2f} "
-                f"(general text {b.get('general', float('nan')):.2f} -> {a.get('general', float('nan')):.2f})")
+        return "; ".join(f"{name} perplexity {c.before.perplexity.value:.2f} -> {c.after.perplexity.value:.2f}"
+                         for name, c in held_out.items())
     if technique in ("lora", "full"):
-        answers = result.get("answers") or []
-        return f"{len(answers)} answers after SFT (below)"
+        return f"held-out answer loss {held_out.before.loss.value:.3f} -> {held_out.after.loss.value:.3f}"
     if technique == "dpo":
-        b, a = result.get("preference_before", {}), result.get("preference_after", {})
-        text = (f"preference accuracy {b.get('logp_accuracy', float('nan')):.1%} -> "
-                f"{a.get('logp_accuracy', float('nan')):.1%}")
-        if a.get("reward_accuracy") is not None:  # None: undefined, the adapter never moved (reward_note)
-            text += f" (implicit-reward accuracy {a['reward_accuracy']:.1%})"
-        return text
+        before, after = held_out["before"], held_out["after"]
+        return (f"held-out preference accuracy {before.logp_accuracy.value:.1%} -> {after.logp_accuracy.value:.1%};"
+                f" implicit-reward accuracy {after.reward_accuracy}")
     if technique == "grpo":
-        b, a = result.get("eval_before", {}), result.get("eval_after", {})
-        return (f"held-out accuracy {b.get('accuracy', float('nan')):.1%} -> {a.get('accuracy', float('nan')):.1%}, "
-                f"strict format {b.get('strict_format', float('nan')):.1%} -> "
-                f"{a.get('strict_format', float('nan')):.1%}")
+        base, after = held_out["base"], held_out["after"]
+        return (f"held-out accuracy {base.accuracy.value:.1%} -> {after.accuracy.value:.1%}, strict format "
+                f"{base.strict_format.value:.1%} -> {after.strict_format.value:.1%}")
     return ""
 
 
@@ -127,10 +125,8 @@ def run_pipeline(stages: Sequence[str], quick: bool | None = None, output_root: 
                  "wall_s": result.get("wall_s", 0.0), "first_loss": result.get("first_loss"),
                  "last_loss": result.get("last_loss"), "metric": stage_metric(technique, result),
                  "record": str(runs / "pipeline" / f"{index}-{stage}.json")}
-        for key in ("perplexity_before", "perplexity_after", "preference_before", "preference_after",
-                    "eval_before", "eval_after"):
-            if key in result:
-                entry[key] = result[key]
+        if "held_out" in result:
+            entry["held_out"] = json_safe(result["held_out"])
         if technique in ("lora", "full"):
             entry["answers"] = result.get("answers", [])
         summary.append(entry)

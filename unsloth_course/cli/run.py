@@ -295,8 +295,9 @@ def run_grpo(recipe: Recipe, out: Path, model_name: str | None = None,
     eval_base = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     if recipe.warmup_sft_steps and not options.train_only:
         warm_set = data.messages_to_prompt_completion(data.to_format_warmup(problems["train"]))
-        trainers.format_warmup_trainer(recipe, model, tokenizer, warm_set, str(out / "warmup"),
-                                       **distributed.trainer_ddp_args()).train()
+        warmup = trainers.format_warmup_trainer(recipe, model, tokenizer, warm_set, str(out / "warmup"),
+                                                **distributed.trainer_ddp_args())
+        train(warmup, recipe, technique="grpo format warm-up", verbose=False)
     eval_warm = options.evaluating(math_accuracy, model, tokenizer, held_out, recipe.max_completion_length)
     trainer = trainers.grpo_trainer(recipe, model, tokenizer, problems["train"], rewards.DEFAULT_REWARDS, str(out),
                                     options.callback_list(), **options.trainer_args())
@@ -333,7 +334,7 @@ def run_cpt(recipe: Recipe, out: Path, model_name: str | None = None,
                                  max_seq_length=recipe.max_seq_length)  # the data before the model
     held_out_code = list(code["test"]["text"])
     prose = data.load_general_prose(recipe.general_dataset or data.ALPACA_DATASET, recipe.n_eval_rows, recipe.seed)
-    heads = data.code_completion_prompts(held_out_code, min(16, len(held_out_code)))
+    heads = data.code_completion_prompts(held_out_code)[:16]  # up to 16 held-out functions
     model, tokenizer = trainers.load_model(recipe, model_name)
     model = trainers.add_lora(model, recipe)
     train_set = data.add_eos(code["train"], tokenizer.eos_token)
