@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_check_passes():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "unsloth_course", "tests", "scripts",
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "unsloth_course", "tests", "tools",
                              *sorted(str(p) for p in (ROOT / "notebooks").glob("*.py"))],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

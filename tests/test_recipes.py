@@ -77,8 +77,9 @@ def test_overrides_apply():
         ("dpo", {"max_prompt_length": 256}, "max_prompt_length=256 must be below max_seq_length=256"),
         ("dpo", {"beta": 0.0}, "beta=0.0 is out of range"),
         ("cpt", {"embedding_learning_rate": 1e-4}, "embedding_learning_rate=0.0001 should not exceed"),
-        ("lora", {"packing_strategy": "zip"}, "packing_strategy='zip' is not supported; allowed: bfd, wrapped"),
-        ("cpt", {"packing_strategy": "bfd_split"}, "packing_strategy='bfd_split' is not supported"),
+        ("lora", {"packing_strategy": "zip"},
+         "lora recipe: packing_strategy='zip' is not supported; allowed: bfd, bfd_split, wrapped"),
+        ("cpt", {"packing_strategy": "bfd-requeue"}, "packing_strategy='bfd-requeue' is not supported"),
         ("lora", {"attn_implementation": "flash3"}, "attn_implementation='flash3' is not supported; allowed: None, "
                                                     "sdpa, eager, flex_attention, flash_attention_2"),
     ],

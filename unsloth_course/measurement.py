@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -15,6 +16,8 @@ import unsloth_course.backend  # noqa: F401  (Unsloth before transformers: see b
 import psutil
 import torch
 from transformers import TrainerCallback
+
+from unsloth_course.hardware import default_dtype
 
 
 # ---------------------------------------------------------------- memory
@@ -281,8 +284,10 @@ def training_step_cost(model, input_ids: torch.Tensor) -> dict[str, float | None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+    # as the trainer computes: in the GPU's 16-bit precision over whatever the weights are stored in
+    autocast = torch.autocast("cuda", dtype=default_dtype()) if cuda else contextlib.nullcontext()
     started = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast:
         loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     if cuda:
