@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU runs behind the figures in docs/RESULTS.md. On the GPU machine (see ../shared/gpu/README.md), after
 # `source /tmp/gpu/device-b.sh`:
-#   bash scripts/gpu_suite.sh notebooks NB...      executes each notebook in its full profile (pytest --nbmake)
-#   bash scripts/gpu_suite.sh cli TECHNIQUE...     runs `python3 -m unsloth_course run TECHNIQUE` (full profile)
-#   bash scripts/gpu_suite.sh jobs FILE             runs every line `NAME COMMAND...` of FILE at the same time
+#   bash tools/gpu_suite.sh notebooks NB...      executes each notebook in its full profile (pytest --nbmake)
+#   bash tools/gpu_suite.sh cli TECHNIQUE...     runs `python3 -m unsloth_course run TECHNIQUE` (full profile)
+#   bash tools/gpu_suite.sh jobs FILE             runs every line `NAME COMMAND...` of FILE at the same time
 #                                                   (jobs share the GPU: their times are not benchmarks)
 # Each item gets at most $ITEM_TIMEOUT seconds; its log, executed notebook and run records are copied to
 # $OUT as soon as it ends, so that a later timeout loses nothing.
@@ -19,7 +19,7 @@ if [ "$mode" = jobs ]; then
   # archive, $OUT/results.tgz, refreshed every 20 s and whenever a job ends (a run cut off by the time limit
   # still brings back what its jobs had written), plus $OUT/jobs.txt with each job's exit code and time.
   LOGS="$PWD/gpu_logs"; mkdir -p "$LOGS" gpu_runs
-  export GPU_JOB_LOGS="$LOGS"  # scripts/run_notebook.py --out "$GPU_JOB_LOGS" keeps executed notebooks there
+  export GPU_JOB_LOGS="$LOGS"  # python3 -m tools.run_notebook --out "$GPU_JOB_LOGS" keeps executed notebooks there
   snapshot() {
     tar czf "$OUT/tmp-$BASHPID.tgz" gpu_logs gpu_runs notebooks/*.ipynb 2>/dev/null && mv -f "$OUT/tmp-$BASHPID.tgz" "$OUT/results.tgz"
   }
@@ -27,7 +27,7 @@ if [ "$mode" = jobs ]; then
     local name=$1; shift
     local start=$(date +%s)
     UNSLOTH_COURSE_RUNS="$PWD/gpu_runs/$name" UNSLOTH_COMPILE_LOCATION="/tmp/unsloth_compiled_$name" \
-      timeout "$ITEM_TIMEOUT" bash -c "$*" 2>&1 | tr '\r' '\n' \
+      timeout "$ITEM_TIMEOUT" bash -c "$*" 2>&1 | stdbuf -oL tr '\r' '\n' \
       | grep --line-buffered -v -E "it/s\]|s/it\]|examples/s\]|Both .max_new_tokens" > "$LOGS/$name.log"
     local rc=${PIPESTATUS[0]}
     echo "$name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/jobs.txt"
