@@ -202,7 +202,8 @@ greedy = {"trained": chat(model, tokenizer, probe, max_new_tokens=32),
 assert agreement["adapter reloaded"] == 1.0 and greedy["adapter reloaded"] == greedy["trained"]
 assert agreement["merged 16-bit"] >= 0.95, "the merged checkpoint must predict like the trained model"
 del adapter_model, merged_model
-pd.DataFrame({"same next token (teacher forcing)": {k: f"{v:.2%}" for k, v in agreement.items()},
+pd.DataFrame({"same next token (teacher forcing)": {"trained": "(reference)",
+                                                    **{k: f"{v:.2%}" for k, v in agreement.items()}},
               f"greedy answer to {probe!r}": greedy})
 
 # %% [markdown]
@@ -221,9 +222,11 @@ pd.DataFrame({"same next token (teacher forcing)": {k: f"{v:.2%}" for k, v in ag
 #   so before writing anything.
 #
 # Each file is then **verified**: transformers loads it back (`gguf_file=`) and answers the same prompts greedily.
-# f16 must reproduce the merged model's answers token for token; q8_0 must agree on at least 75% of the tokens (8-bit
-# rounding can flip a near-tie, and one flip changes the rest of that answer). An Ollama Modelfile is written next to
-# each file.
+# f16 must reproduce the merged model's answers token for token. q8_0 is held to the next token instead: on the merged
+# model's own answers (teacher forcing) its top-1 prediction must agree at 95% of positions or more. Its greedy
+# agreement is shown but not required: 8-bit rounding can flip a near-tie, and one flip changes the rest of that answer
+# (a real-data run on an H200 gave 74% greedy agreement with 98.6% teacher-forced). An Ollama Modelfile is written
+# next to each file.
 
 # %%
 gguf_dir = "outputs/lora/gguf"

@@ -8,8 +8,9 @@ GGUF export, in order of preference:
   the k-quants (q4_k_m, ...) need llama.cpp's compiled `llama-quantize` and are refused, before anything is
   written, when it is not found.
 
-Every GGUF is verified before it is kept: transformers loads it back (`gguf_file=`) and its greedy answers to
-fixed prompts are compared token by token with the source checkpoint's (see `TOLERANCES`). An Ollama
+Every GGUF is verified before it is kept: transformers loads it back (`gguf_file=`) and is compared with the
+source checkpoint on fixed prompts: formats that hold the weights exactly must give identical greedy answers;
+lossy ones must predict the source's next token (teacher forcing on its answers) at the rate `TOLERANCES` sets. An Ollama
 `Modelfile` with SmolLM2's ChatML template and stop tokens is written next to each file.
 
 Nothing existing is overwritten unless `overwrite=True`: files are written under a temporary name and renamed.
@@ -60,15 +61,16 @@ ALLOWED_QUANTIZATIONS: dict[str, str] = {
 # Unsloth's quantization_method names, accepted as aliases.
 QUANTIZATION_ALIASES = {"not_quantized": "f16", "fast_quantized": "q8_0", "quantized": "q4_k_m", "q4_k": "q4_k_m",
                         "q5_k": "q5_k_m"}
-# Required greedy agreement with the source checkpoint (tokens generated identically before the first
-# divergence / tokens compared, over the fixed prompts). Floating-point exports that hold the source's
-# weights exactly must match exactly. q8_0, measured on SmolLM2-135M (3 prompts x 32 tokens, CPU): 100% for
-# the base model and after CPT, 95.8% after a quick LoRA run and after CPT -> SFT -> DPO (one answer diverged
-# at a near-tie; teacher-forced top-1 agreement 98.6%). 0.75 leaves room for such flips, while a broken
-# tokenizer or a wrong tensor layout scores near 0.
-TOLERANCES = {"f32": 1.0, "f16": 1.0, "bf16": 1.0, "q8_0": 0.75}
-LOSSY_FLOAT_TOLERANCE = 0.75  # f16/bf16 written from a float32 checkpoint (e.g. full fine-tuning on a CPU)
-DEFAULT_TOLERANCE = 0.5  # the llama-quantize formats: not measured here (no llama.cpp build on the CPU machine)
+# What a GGUF must reach to be kept. 1.0: the format holds the source's weights exactly, so every greedy answer
+# must be identical. Below 1.0 (lossy formats): the share of positions where the GGUF's top-1 next token equals
+# the source's, teacher-forced on the source's own greedy answers (3 prompts x 32 tokens). Greedy agreement is
+# reported but not required there: one rounding flip at a near-tie changes the rest of that answer (a q8_0 of
+# notebook 2's real-data LoRA merge, H200: greedy agreement 74.0%, teacher-forced top-1 98.6%). q8_0 measured on
+# SmolLM2-135M: 100% for the base model and after CPT, 98.6% after LoRA; a broken tokenizer or a wrong tensor
+# layout scores near 0.
+TOLERANCES = {"f32": 1.0, "f16": 1.0, "bf16": 1.0, "q8_0": 0.95}
+LOSSY_FLOAT_TOLERANCE = 0.95  # f16/bf16 written from a float32 checkpoint (e.g. full fine-tuning on a CPU)
+DEFAULT_TOLERANCE = 0.8  # the llama-quantize formats: not measured here (no llama.cpp build on the CPU machine)
 _EXACT_SOURCES = {"f16": ("bfloat16", "float16"), "bf16": ("bfloat16",)}  # source dtypes held exactly
 VERIFY_MAX_NEW_TOKENS = 32
 SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -108,13 +110,22 @@ class Verification:
     first_divergence: list[int | None] = field(default_factory=list)  # token index per prompt, None if equal
 
     @property
+    def exact_required(self) -> bool:
+        return self.tolerance >= 1.0
+
+    @property
     def passed(self) -> bool:
-        return self.tokenizer_match and self.agreement >= self.tolerance
+        if not self.tokenizer_match:
+            return False
+        if self.exact_required:
+            return self.exact_answers == self.prompts
+        return self.token_agreement >= self.tolerance
 
     def __str__(self) -> str:
-        need = "exact" if self.tolerance >= 1.0 else f">= {self.tolerance:.0%}"
+        greedy = "required exact" if self.exact_required else "not required"
+        forced = "" if self.exact_required else f" (required >= {self.tolerance:.0%})"
         return (f"{self.quantization}: {self.exact_answers}/{self.prompts} answers identical, greedy agreement "
-                f"{self.agreement:.1%} (required {need}), teacher-forced top-1 {self.token_agreement:.1%}, "
+                f"{self.agreement:.1%} ({greedy}), teacher-forced top-1 {self.token_agreement:.1%}{forced}, "
                 f"tokenizer {'identical' if self.tokenizer_match else 'DIFFERENT'} -> "
                 f"{'passed' if self.passed else 'FAILED'}")
 
@@ -489,7 +500,8 @@ def verify_gguf(model_dir: str | Path, gguf_path: str | Path, prompts: Sequence[
                 quantization: str | None = None, reference: _Reference | None = None) -> Verification:
     """Load `gguf_path` with transformers (`gguf_file=`) and compare its greedy answers with `model_dir`'s.
 
-    tolerance: required greedy agreement (default: TOLERANCES for the file's quantization; 1.0 = exact).
+    tolerance: 1.0 = identical greedy answers required; below: the required teacher-forced top-1 agreement
+    (default: TOLERANCES for the file's quantization).
     """
     gguf_path = Path(gguf_path)
     quantization = quantization or _quantization_from_name(gguf_path.name)
@@ -523,7 +535,7 @@ def verify_gguf(model_dir: str | Path, gguf_path: str | Path, prompts: Sequence[
 
 
 def tolerance_for(quantization: str, source_dtype: str | None = None) -> float:
-    """The required greedy agreement for `quantization` (1.0 = exact); f16/bf16 are exact only for sources
+    """What `quantization` must reach (1.0: identical answers; else teacher-forced top-1); f16/bf16 are exact only for sources
     whose weights they hold exactly (16-bit checkpoints), else lossy like any rounding."""
     if quantization in _EXACT_SOURCES and source_dtype and source_dtype not in _EXACT_SOURCES[quantization]:
         return LOSSY_FLOAT_TOLERANCE

@@ -158,8 +158,10 @@ def loss_trend_check(values: Sequence[float]) -> str | None:
         return (f"loss rose ({first:.3f} -> {last:.3f}): the learning rate is likely too high, or the labels/"
                 "chat template do not match the data; try a 2-10x lower learning_rate")
     if last > first * 0.98:
-        return (f"loss is flat ({first:.3f} -> {last:.3f}): check that parameters are trainable, that the "
-                "learning rate is not too low, and that the data is not already predicted perfectly")
+        return (f"loss is flat ({first:.3f} -> {last:.3f}, mean of the first and last quarter of the steps): one "
+                "batch's loss is noisy, so judge by the held-out loss; if that did not fall either, check that "
+                "parameters are trainable, that the learning rate is not too low (in bf16, full fine-tuning needs "
+                "fp32 master weights), and that the data is not already predicted perfectly")
     return None
 
 
