@@ -206,6 +206,11 @@ print(f"answer tokens (trained):     {answer_text!r}")
 # Watch the live loss curve: it falls quickly in the first steps (the model adapts to the answer style) and then
 # flattens; each step sees different rows, so it is noisy. The summary reports time, tokens per second (prompt and
 # answer tokens, padding excluded) and memory before and at peak.
+#
+# On real alpaca rows the summary may add `CHECK: loss is flat`: it compares the mean loss of the first and the last
+# quarter of the steps, and this model was already instruction-tuned, so after the first few steps the training loss
+# falls only a few percent, less than one batch's noise. That check cannot tell "learned a little" from "learned
+# nothing"; the held-out loss below can (on an H200, this notebook's run: 1.788 -> 1.622 nats per answer token).
 
 # %%
 summary = training.train(trainer, recipe, technique="full")

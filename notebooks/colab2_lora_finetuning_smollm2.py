@@ -137,6 +137,8 @@ trainers.explain(trainer.args)
 
 # %% [markdown]
 # ## Training
+# As in notebook 1, a `CHECK: loss is flat` line can appear on real rows: the training loss of an instruction-tuned
+# model falls only a few percent after the first steps, within one batch's noise. The held-out loss below decides.
 
 # %%
 summary = training.train(trainer, recipe, technique="lora")
