@@ -356,7 +356,7 @@ pd.DataFrame(costs).T.rename(columns={"seconds": "step time (s)",
 
 # %%
 record = records.write_run_record("full", {
-    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(recipe.model_name),
     "checkpoint_mb": measurement.folder_size_mb(save_dir),
     "held_out": change,
     "answers": compare(answer_prompts, before, after).to_records()})

