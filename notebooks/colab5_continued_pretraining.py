@@ -373,6 +373,14 @@ print("continuations that are Python, after:", evaluation.code_rate(heads, [str(
 compare(heads[:3], before[:3], after[:3])
 
 # %% [markdown]
+# How to read these. The share of continuations that are Python hardly moves: the instruct model already continues
+# code once it sees the first body line (in the full profile on an H200, real functions: 68.8% before, 62.5% after, of
+# 16, each with an interval about 20 points wide, so no measurable change). What changes is *how* it continues: in
+# that run the base model often restarted the function from `def` or drifted into `# Test` lines, while after training
+# it carried on from the given line, sometimes after a stray `#`. Sixteen greedy completions are illustrations; the
+# perplexity table above, on all held-out functions, is the measurement.
+
+# %% [markdown]
 # ## Saving, and checking that the merge kept the training
 # - The **adapter** (`save_pretrained`): the LoRA matrices **and the trained embedding matrix**, in the
 #   training precision. A CPT adapter is therefore not a few MB like notebook 2's.

@@ -233,7 +233,8 @@ def load_python_code(
     copies = {i for i, _ in find_contaminated(splits["train"]["text"], splits["test"]["text"])}
     if copies:  # the same code with a few names changed, as in functools' _gt_from_le and _ge_from_le
         splits["train"] = splits["train"].select([i for i in range(len(splits["train"])) if i not in copies])
-        notes.append(f"{len(copies)} training functions that nearly repeat a held-out one dropped")
+        what = "training function that nearly repeats" if len(copies) == 1 else "training functions that nearly repeat"
+        notes.append(f"{len(copies)} {what} a held-out one dropped")
     count = f"{len(splits['train']):,} train + {len(splits['test']):,} eval functions"
     line = fetched.line("Code data", count, f"schema of {CODE_DATASET}", "; ".join(notes),
                         generated_from="from this Python's standard library")
