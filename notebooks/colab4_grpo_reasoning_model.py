@@ -363,7 +363,8 @@ group_scores.round(3)
 
 # %%
 records.write_run_record("grpo", {
-    **summary, "recipe": recipe.to_dict(), "data": data.source_of(train_set), "model": models.model_source(recipe.model_name),
+    **summary, "recipe": recipe.to_dict(), "data": data.source_of(train_set),
+    "model": models.model_source(recipe.model_name),
     "reward_start": reward_start, "reward_end": reward_end,
     "held_out": {"base": eval_base, "warmup": eval_warm, "after": eval_after, "contributions": contributions},
 })

@@ -246,8 +246,8 @@ for name, result in ppl_before.items():
 
 # %% [markdown]
 # **Completions.** The first lines of up to 16 held-out functions (signature, docstring and the first line of the
-# body) are continued before and after training. Given only a signature and a docstring, an instruction model tends to close
-# the code block and explain the function in prose; with the first body line it continues inside the function.
+# body) are continued before and after training. Given only a signature and a docstring, an instruction model tends to
+# close the code block and explain the function in prose; with the first body line it continues inside the function.
 # `generate` continues raw text (no chat template: a CPT model is a text continuer), greedily; `completion_is_code`
 # checks whether the continuation is Python.
 
@@ -554,14 +554,14 @@ merge_check.round(4)
 # - **Why train them at all.** A new domain shifts which tokens matter and what they mean (a new language even
 #   adds tokens whose rows start untrained); LoRA on the projections alone cannot change how tokens are
 #   represented on the way in or scored on the way out.
-# - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal
-#   attention, the second function would attend to the first: the model would learn to predict code from an
-#   unrelated neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the
-#   boundaries to the attention (on GPU, Unsloth's varlen kernel where flash-attn, xformers or torch's
-#   `varlen_attn` provide one, otherwise SDPA run once per function; on CPU, PyTorch attention with a block-diagonal mask
-#   that transformers builds from the restarted positions), so attention stays inside each function. Measured below with a batch built by the trainer's own collator: the second
-#   function of a packed sequence, in the packed batch and in a plain causal pass over the same tokens,
-#   against running it alone.
+# - **Packing and cross-contamination.** A packed sequence holds several functions. With ordinary causal attention,
+#   the second function would attend to the first: the model would learn to predict code from an unrelated
+#   neighbour. TRL's padding-free packing restarts `position_ids` at every function and passes the boundaries to the
+#   attention (on GPU, Unsloth's varlen kernel where flash-attn, xformers or torch's `varlen_attn` provide one,
+#   otherwise SDPA run once per function; on CPU, PyTorch attention with a block-diagonal mask that transformers
+#   builds from the restarted positions), so attention stays inside each function. Measured below with a batch built
+#   by the trainer's own collator: the second function of a packed sequence, in the packed batch and in a plain
+#   causal pass over the same tokens, against running it alone.
 
 # %%
 row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)  # several functions

@@ -44,7 +44,8 @@ def test_format_table_reports_a_failed_backend_and_keeps_the_other():
            "loss_curve": [[1, 2.0], [2, 1.9]], "backend_reason": "x", "generated_tokens_per_s": 1234.0,
            "generation_share": 0.8, "generated_tokens_per_step_s": 1100.0, "generated_tokens_per_run_s": 987.0}
     table = bench.format_table("grpo", {"unsloth": row, "plain": {"error": "CUDA out of memory"}}, "both")
-    assert "generated tokens/s (while generating) | generated tokens/s (steady step) | generated tokens/s (whole run)" in table
+    assert ("generated tokens/s (while generating) | generated tokens/s (steady step) | "
+            "generated tokens/s (whole run)") in table
     assert "unsloth | 0.500 | 900 | 3.00 (cuda) | 1,234 | 1,100 | 987 | 80%" in table
     assert "plain | failed: CUDA out of memory" in table
     assert "Unsloth / plain" not in table  # no ratio against a failed run

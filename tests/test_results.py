@@ -123,7 +123,8 @@ def test_extra_sections_pipeline_planner_and_bench(tmp_path):
     text = results.render(tmp_path)
     # GRPO's ratio and target use generated tokens per second of a steady step; the grpo row comes after lora
     assert "| grpo | `max_completion_length=64` | unsloth | 4.0 | 3,000 | 12,000 | 9.00 | 3.00x | met |" in text
-    assert "| grpo | `max_completion_length=64` | plain | 8.0 | 1,500 | 4,000 | 25.00 |  | missed (40% of 10,000) |" in text
+    assert ("| grpo | `max_completion_length=64` | plain | 8.0 | 1,500 | 4,000 | 25.00 |  | "
+            "missed (40% of 10,000) |") in text
     assert text.index("| lora |") < text.index("| grpo |")
     assert "- grpo, unsloth: wrote its run record, then hung." in text and "### Findings\n\nwritten by hand" in text
 

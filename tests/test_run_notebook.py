@@ -39,7 +39,8 @@ def test_a_failing_cell_stops_with_exit_1_and_keeps_what_ran(tmp_path, capsys):
 
 
 def test_set_injects_a_cell_after_the_parameters_cell(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('DATASET = "hub/id"', metadata={"tags": ["parameters"]}),
+    parameters = nbformat.v4.new_code_cell('DATASET = "hub/id"', metadata={"tags": ["parameters"]})
+    nb = nbformat.v4.new_notebook(cells=[parameters,
                                          nbformat.v4.new_code_cell("print(DATASET, N)")])
     nb.cells.insert(1, nbformat.v4.new_code_cell("N = 1"))
     path = tmp_path / "p.ipynb"
@@ -52,7 +53,8 @@ def test_set_injects_a_cell_after_the_parameters_cell(tmp_path):
 
 
 def test_set_refuses_a_name_the_parameters_cell_does_not_define(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("DATASET = None", metadata={"tags": ["parameters"]})])
+    parameters = nbformat.v4.new_code_cell("DATASET = None", metadata={"tags": ["parameters"]})
+    nb = nbformat.v4.new_notebook(cells=[parameters])
     path = tmp_path / "p.ipynb"
     nbformat.write(nb, path)
     import pytest

@@ -109,7 +109,8 @@ def test_a_missing_column_names_the_file_and_its_columns(tmp_path):
     )
 
 
-@pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "row 3 (line 4 of the file)"), (".json", "row 3 (counting from 0)")])
+@pytest.mark.parametrize(("suffix", "where"),
+                         [(".jsonl", "row 3 (line 4 of the file)"), (".json", "row 3 (counting from 0)")])
 def test_a_value_of_another_type_names_the_row(tmp_path, suffix, where):
     rows = [dict(row) for row in DPO_ROWS]
     rows[3]["chosen"] = 4  # a number among strings: no silent conversion of the column

@@ -346,7 +346,8 @@ def scaling_section(path: Path) -> list[str]:
     """Data-parallel scaling (1 vs N GPUs), or why it was not measured (docs/runs/extra/scaling.json)."""
     lines = ["", "## Several GPUs", ""]
     if not path.is_file():
-        return lines + ["Not measured: no scaling record. The code path (`torchrun --nproc_per_node 2 -m unsloth_course "
+        return lines + ["Not measured: no scaling record. The code path (`torchrun --nproc_per_node 2 -m "
+                        "unsloth_course "
                         "run lora`) is tested on CPU with gloo in CI."]
     record = json.loads(path.read_text())
     if "not_measured" in record:

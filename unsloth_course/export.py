@@ -10,8 +10,8 @@ GGUF export, in order of preference:
 
 Every GGUF is verified before it is kept: transformers loads it back (`gguf_file=`) and is compared with the
 source checkpoint on fixed prompts: formats that hold the weights exactly must give identical greedy answers;
-lossy ones must predict the source's next token (teacher forcing on its answers) at the rate `TOLERANCES` sets. An Ollama
-`Modelfile` with SmolLM2's ChatML template and stop tokens is written next to each file.
+lossy ones must predict the source's next token (teacher forcing on its answers) at the rate `TOLERANCES` sets.
+An Ollama `Modelfile` with SmolLM2's ChatML template and stop tokens is written next to each file.
 
 Nothing existing is overwritten unless `overwrite=True`: files are written under a temporary name and renamed.
 """
@@ -535,8 +535,8 @@ def verify_gguf(model_dir: str | Path, gguf_path: str | Path, prompts: Sequence[
 
 
 def tolerance_for(quantization: str, source_dtype: str | None = None) -> float:
-    """What `quantization` must reach (1.0: identical answers; else teacher-forced top-1); f16/bf16 are exact only for sources
-    whose weights they hold exactly (16-bit checkpoints), else lossy like any rounding."""
+    """What `quantization` must reach (1.0: identical answers; else teacher-forced top-1); f16/bf16 are exact only
+    for sources whose weights they hold exactly (16-bit checkpoints), else lossy like any rounding."""
     if quantization in _EXACT_SOURCES and source_dtype and source_dtype not in _EXACT_SOURCES[quantization]:
         return LOSSY_FLOAT_TOLERANCE
     return TOLERANCES.get(quantization, DEFAULT_TOLERANCE)

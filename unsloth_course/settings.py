@@ -11,7 +11,7 @@
 | `UNSLOTH_LLAMA_CPP_PATH` | a llama.cpp build, for GGUF k-quants (`q4_k_m`) | `~/.unsloth/llama.cpp` |
 | `HF_TOKEN` | Hugging Face token (gated models, pushing); never printed | Colab's secret `HF_TOKEN` |
 | `HF_ENDPOINT` | the Hub's address (a mirror, the tests' local Hub); probed once, <= 3 s | `https://huggingface.co` |
-| `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE` | `1`: the Hugging Face cache only (else embedded model, generated rows) | off |
+| `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE` | `1`: the Hugging Face cache only (else embedded model, generated) | off |
 | `RANK`, `LOCAL_RANK`, `WORLD_SIZE` | set by `torchrun` / `accelerate launch` for data-parallel runs | one process |
 | `UNSLOTH_COURSE_VARLEN_GQA` | CLI on a GPU: give torch 2.11's varlen attention the `enable_gqa` argument | on |
 | `UNSLOTH_COURSE_GQA_DECODE` | CLI on a GPU: grouped-query one-token decode in Unsloth's generation | off |

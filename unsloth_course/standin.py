@@ -76,7 +76,8 @@ def _attention_kernel(requested: str | None) -> str | None:
     """The attention kernel the plain backend can use here: flex attention has no CPU backward, and
     flash_attention_2 needs the flash-attn package; both fall back to SDPA, saying so."""
     if requested == "flex_attention" and not torch.cuda.is_available():
-        report_once("flex", "attn_implementation='flex_attention' cannot train on a CPU (no backward there): using sdpa")
+        report_once("flex", "attn_implementation='flex_attention' cannot train on a CPU (no backward there): "
+                            "using sdpa")
         return "sdpa"
     if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         report_once("fa2", "attn_implementation='flash_attention_2' needs the flash-attn package: using sdpa")

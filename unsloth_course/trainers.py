@@ -90,7 +90,8 @@ def add_lora(model, recipe: Recipe):
     """The recipe's LoRA adapters on `model` (embed_tokens/lm_head in target_modules train in full)."""
     return FastLanguageModel.get_peft_model(
         model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules=_targets(recipe.target_modules), bias="none", use_gradient_checkpointing=checkpointing_mode(recipe),
+        target_modules=_targets(recipe.target_modules), bias="none",
+        use_gradient_checkpointing=checkpointing_mode(recipe),
         random_state=recipe.seed, use_rslora=recipe.use_rslora)
 
 
@@ -228,5 +229,6 @@ def explain(args) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("argument")
 
 
-__all__ = ["NOTES", "add_lora", "checkpointing_mode", "common_args", "load_model", "cpt_args", "cpt_trainer", "dpo_args", "dpo_trainer", "explain",
-           "format_warmup_args", "format_warmup_trainer", "grpo_args", "grpo_trainer", "sft_args", "sft_trainer"]
+__all__ = ["NOTES", "add_lora", "checkpointing_mode", "common_args", "load_model", "cpt_args", "cpt_trainer",
+           "dpo_args", "dpo_trainer", "explain", "format_warmup_args", "format_warmup_trainer", "grpo_args",
+           "grpo_trainer", "sft_args", "sft_trainer"]

@@ -4,7 +4,8 @@ Each backend runs in its own process (the backend is chosen at import: UNSLOTH_C
 through `unsloth-course run --train-only` (no answers, evaluation or saving), and the run records are
 compared: step time, trained tokens/s (padding not counted), peak GPU memory, loss at matching steps, and the
 Unsloth/plain ratio; for GRPO also generated tokens/s and the share of time spent generating. A backend that
-fails (e.g. out of memory, or past its timeout) gets its error in the table, and the other still runs. On a CPU only the plain backend runs, and the table says why.
+fails (e.g. out of memory, or past its timeout) gets its error in the table, and the other still runs. On a CPU only
+the plain backend runs, and the table says why.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training data: a Hub dataset id, or your own .json/.jsonl/.parquet/.csv file in "
                      "the schema of the technique's dataset (default: that dataset; generated rows offline)")
     run.add_argument("--load-in-4bit", action="store_true",
-                     help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); for 1-8B models on a small GPU")
+                     help="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA); "
+                          "for 1-8B models on a small GPU")
     run.add_argument("--save-steps", type=positive_int_arg, metavar="N",
                      help="save a checkpoint (safetensors) every N steps into the output folder")
     run.add_argument("--save-total-limit", type=positive_int_arg, default=2, metavar="K",
