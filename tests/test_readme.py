@@ -45,6 +45,8 @@ def test_every_notebook_in_the_table_exists():
 def test_readme_generated_blocks_are_current():
     current = (ROOT / "README.md").read_text()
     assert readme.render(current) == current, "run `python -m tools.update_readme`"
+    data = readme.DATA_MD.read_text()
+    assert readme.render(data, readme.DATA_BLOCKS, "DATA.md") == data, "run `python -m tools.update_readme`"
 
 
 def test_render_rejects_a_readme_without_blocks():

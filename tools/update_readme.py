@@ -1,5 +1,5 @@
-"""Generated parts of README.md: the notebook table (Colab badges from pyproject's repository URL), one
-real example row per dataset format, and the comparison matrix from committed run records.
+"""Generated parts of README.md (the notebook table with Colab badges from pyproject's repository URL, the
+results matrix from committed run records, the bench table) and of docs/DATA.md (one example row per format).
 
     python -m tools.update_readme           # rewrite the generated blocks
     python -m tools.update_readme --check   # exit 1 if README.md is out of date
@@ -130,15 +130,16 @@ def bench_matrix(extra_dir: Path = RESULTS_DIR / "extra") -> str:
     return "\n".join(lines) if len(lines) > 2 else "No bench record yet."
 
 
-BLOCKS = {"notebooks": notebooks_table, "formats": dataset_examples, "results": results_matrix,
-          "bench": bench_matrix}
+DATA_MD = REPO_ROOT / "docs" / "DATA.md"
+BLOCKS = {"notebooks": notebooks_table, "results": results_matrix, "bench": bench_matrix}  # README.md's
+DATA_BLOCKS = {"formats": dataset_examples}  # docs/DATA.md's
 
 
-def render(text: str) -> str:
-    for name, make in BLOCKS.items():
+def render(text: str, blocks: dict = BLOCKS, name_of_file: str = "README.md") -> str:
+    for name, make in blocks.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
         if not pattern.search(text):
-            raise ValueError(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+            raise ValueError(f"{name_of_file} has no <!-- {name}:start --> ... <!-- {name}:end --> block")
         content = make()
         text = pattern.sub(lambda m, c=content: m.group(1) + c + "\n" + m.group(2), text)
     return text
@@ -148,16 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    current = README.read_text()
-    fresh = render(current)
-    if args.check:
+    stale = []
+    for path, blocks in ((README, BLOCKS), (DATA_MD, DATA_BLOCKS)):
+        current = path.read_text()
+        fresh = render(current, blocks, path.name)
         if fresh != current:
-            print("README.md is out of date: run `python -m tools.update_readme`")
-            return 1
-        print("README.md is up to date")
-        return 0
-    README.write_text(fresh)
-    print("README.md updated" if fresh != current else "README.md unchanged")
+            stale.append(path.relative_to(REPO_ROOT))
+            if not args.check:
+                path.write_text(fresh)
+    if args.check:
+        print(f"out of date: {', '.join(map(str, stale))}: run `python -m tools.update_readme`" if stale
+              else "README.md and docs/DATA.md are up to date")
+        return int(bool(stale))
+    print(f"updated: {', '.join(map(str, stale))}" if stale else "README.md and docs/DATA.md unchanged")
     return 0
 
 

@@ -3,9 +3,9 @@
 On the GPU machine (no weights can be downloaded there; the configs ship in planner.KNOWN_CONFIGS), after
 `bash .gpu/a/device-a.sh` (bitsandbytes is in that bundle) and `source /tmp/gpu/device-b.sh`:
 
-    python3 scripts/verify_planner.py                 # every case, JSON to $OUT/planner_verify.json
-    python3 scripts/verify_planner.py --cases llama8b-qlora mistral7b-qlora   # some (10-minute limit)
-    python3 scripts/verify_planner.py --cpu-smoke     # on a CPU: SmolLM2-sized model, 1 step
+    python3 -m tools.verify_planner                 # every case, JSON to $OUT/planner_verify.json
+    python3 -m tools.verify_planner --cases llama8b-qlora mistral7b-qlora   # some (10-minute limit)
+    python3 -m tools.verify_planner --cpu-smoke     # on a CPU: SmolLM2-sized model, 1 step
 
 For each case: build the architecture from its config with random bf16 weights on the GPU
 (`AutoModelForCausalLM.from_config`). For QLoRA, replace every decoder-layer nn.Linear by a bitsandbytes

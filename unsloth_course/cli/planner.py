@@ -11,7 +11,7 @@ without Unsloth): bf16 weights, bf16 autocast, PEFT LoRA adapters in float32 (PE
 transformers' causal-LM loss. Unsloth needs less for the same settings (its gradient checkpointing offloads
 the layer inputs to CPU RAM and its fused, chunked cross-entropy never materializes the full fp32 logits), so
 for Unsloth the estimate is an upper bound. `ASSUMPTIONS` lists every modelling choice;
-`scripts/verify_planner.py` compares the estimate with measured peak memory on a GPU.
+`python -m tools.verify_planner` compares the estimate with measured peak memory on a GPU.
 
 Units: GB = 1e9 bytes everywhere (as `nvidia-smi`-style "16 GB" cards and `unsloth_course.metrics`).
 """
@@ -327,7 +327,7 @@ def layer_activation_bytes_per_token(arch: Arch, lora_targets: set[str], lora_r:
 def layer_backward_transient_bytes_per_token(arch: Arch, full: bool = False) -> float:
     """Gradient buffers alive during one layer's backward beyond what it saved, per token.
 
-    Fitted to measured peaks of the same training step (live tensor storages, scripts/verify_planner.py's
+    Fitted to measured peaks of the same training step (live tensor storages, tools/verify_planner.py's
     tracker) on Llama-, Qwen2- and Phi-3-shaped layers: with LoRA the MLP's 16-bit and fp32 input gradients
     (PEFT's fp32 casts) dominate, Phi-3's fused gate_up adds one more; full fine-tuning has no fp32 casts.
     """
