@@ -9,8 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
-import zipfile
 
 _PINS = ["@@PINS@@"]
 _VERSION = "@@VERSION@@"
@@ -29,8 +29,10 @@ def _setup_course(package_b64):
         if not in_colab and "UNSLOTH_COURSE_PKG_DIR" not in os.environ:
             target = tempfile.mkdtemp(prefix="unsloth_course_")
         shutil.rmtree(os.path.join(target, "unsloth_course"), ignore_errors=True)
-        with zipfile.ZipFile(io.BytesIO(base64.b64decode(package_b64))) as archive:
-            archive.extractall(target)
+        blob = io.BytesIO(base64.b64decode(package_b64))
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # stays in target
+        with tarfile.open(fileobj=blob, mode="r:xz") as archive:
+            archive.extractall(target, **safe)
         sys.path.insert(0, target)
         importlib.invalidate_caches()
     import unsloth_course

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
+import tarfile
 from pathlib import Path
 
 import nbformat
@@ -52,7 +52,7 @@ def setup_code(notebook: Path) -> str:
     return next(c.source for c in nb.cells if c.cell_type == "code")
 
 
-def embedded_zip(setup_cell: str) -> bytes:
+def embedded_archive(setup_cell: str) -> bytes:
     body = setup_cell.split("_PACKAGE = (\n", 1)[1].split("\n)", 1)[0]
     return base64.b64decode("".join(json.loads(line.strip()) for line in body.splitlines()))
 
@@ -110,23 +110,21 @@ def test_build_is_deterministic_and_clean(tmp_path):
         assert cell.outputs == [] and cell.execution_count is None
 
 
-def test_package_zip_is_deterministic_and_complete(tmp_path):
+def test_package_archive_is_deterministic_and_complete(tmp_path):
     package = copy_package(tmp_path / "unsloth_course")
     (package / "__pycache__").mkdir(exist_ok=True)
     (package / "__pycache__" / "junk.py").write_text("x = 1\n")
     (package / "notes.txt").write_text("not python\n")
-    blob = nbb.package_zip(package)
-    assert blob == nbb.package_zip(package) == nbb.package_zip(nbb.PACKAGE_DIR)
-    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-        infos = archive.infolist()
-    names = [i.filename for i in infos]
+    blob = nbb.package_archive(package)
+    assert blob == nbb.package_archive(package) == nbb.package_archive(nbb.PACKAGE_DIR)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as archive:
+        members = archive.getmembers()
+    names = [m.name for m in members]
     expected = [f"unsloth_course/{p.relative_to(nbb.PACKAGE_DIR).as_posix()}" for p in nbb.package_files()]
     assert names == sorted(names) == expected
     assert "unsloth_course/__init__.py" in names and "unsloth_course/recipes/lora.toml" in names
     assert not [n for n in names if n.startswith("unsloth_course/cli/")]  # the notebooks embed the core only
-    assert all(
-        i.date_time == (1980, 1, 1, 0, 0, 0) and i.compress_type == zipfile.ZIP_DEFLATED for i in infos
-    )
+    assert all(m.isfile() and m.mtime == 0 and m.mode == 0o644 for m in members)
 
 
 def test_check_reports_a_stale_package_an_edited_source_and_a_hand_edit(tmp_path):
@@ -183,8 +181,9 @@ def test_the_cell_before_setup_shows_the_pins_and_the_embedded_library():
     assert text.startswith("**What the Setup cell below does.** On Colab it installs these packages with pip")
     for spec in nbb.pins():
         assert f"- `{spec}`" in text.splitlines()
-    files, size_kb = len(nbb.package_files()), len(nbb.package_zip()) / 1024
-    assert f"`unsloth_course` 0.1.0 embedded in the cell ({files} files, a {size_kb:.0f} KB zip)" in text
+    files, size_kb = len(nbb.package_files()), len(nbb.package_archive()) / 1024
+    assert (f"`unsloth_course` 0.1.0 embedded in the cell ({files} files, {size_kb:.0f} KB as an xz-compressed "
+            "tar)") in text
     assert "Locally (a virtual environment, VS Code, Jupyter) it installs nothing" in text
     assert "torch`" not in text and text == nbb.pins_cell_source()  # deterministic
 
@@ -263,8 +262,8 @@ def test_setup_cell_installs_on_colab_and_imports_the_embedded_copy(tmp_path):
     assert said == [expected, expected]  # a re-run of the cell says the same
     assert Path(result["file"]) == target / "unsloth_course" / "__init__.py"
 
-    with zipfile.ZipFile(io.BytesIO(embedded_zip(cell))) as archive:
-        embedded = {name: archive.read(name) for name in archive.namelist()}
+    with tarfile.open(fileobj=io.BytesIO(embedded_archive(cell)), mode="r:xz") as archive:
+        embedded = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
     assert sorted(embedded) == [
         f"unsloth_course/{p.relative_to(nbb.PACKAGE_DIR).as_posix()}" for p in nbb.package_files()
     ]
@@ -314,5 +313,5 @@ def test_nbmake_kernel_gets_the_conftest_environment_and_uses_the_installed_pack
     }
 
 
-def test_embedded_blob_is_the_package_zip():
-    assert embedded_zip(nbb.setup_cell_source()) == nbb.package_zip()
+def test_embedded_blob_is_the_package_archive():
+    assert embedded_archive(nbb.setup_cell_source()) == nbb.package_archive()
