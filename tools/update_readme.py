@@ -89,7 +89,7 @@ def _fmt(value, pattern: str) -> str:
 def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
     """The five techniques side by side, from the committed GPU run records in docs/runs/: data, the held-out
     result before -> after, the target it had to meet, time and memory (details: docs/RESULTS.md)."""
-    from tools.update_results import held_out_result, source_text, target_met
+    from tools.update_results import data_text, held_out_result, target_met
 
     records = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
     if not records:
@@ -101,9 +101,8 @@ def results_matrix(results_dir: Path = RESULTS_DIR) -> str:
         if r is None:
             rows.append(f"| {label} | no run record yet | | | | | |")
             continue
-        data = "; ".join(source_text(d) for d in (r.get("data"), r.get("general_data")) if d)
         device = r.get("backend", {}).get("device_name", "?")
-        rows.append(f"| {label} | {data} | {held_out_result(r)} | {target_met(r)} | {device} | "
+        rows.append(f"| {label} | {data_text(r)} | {held_out_result(r)} | {target_met(r)} | {device} | "
                     f"{_fmt(r.get('runtime_s'), '{:.0f}')} s | {_fmt(r.get('memory_peak_gb'), '{:.2f}')} GB |")
     return "\n".join(rows)
 

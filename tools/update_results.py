@@ -117,6 +117,11 @@ def source_text(source: dict | None) -> str:
     return f"{kind}: `{source.get('id') or source.get('path')}`"
 
 
+def data_text(record: dict) -> str:
+    """Where a run's data came from: its dataset, and CPT's general prose when it has one."""
+    return "; ".join(source_text(d) for d in (record.get("data"), record.get("general_data")) if d)
+
+
 def answers_section(technique: str, record: dict) -> list[str]:
     """Every before/after answer of the record, with the degenerate-answer flags."""
     answers = record.get("answers") or []
@@ -161,9 +166,7 @@ def hub_section(folder: Path) -> list[str]:
     for _, technique, label, _, _ in NOTEBOOKS:
         r = records.get(technique)
         if r is not None:
-            data = [r.get("data"), r.get("general_data")]
-            lines.append(f"| {label} | {source_text(r.get('model'))} | "
-                         + "; ".join(source_text(d) for d in data if d) + " |")
+            lines.append(f"| {label} | {source_text(r.get('model'))} | {data_text(r)} |")
     return lines
 
 
@@ -206,8 +209,7 @@ def results_table(records: dict[str, dict]) -> list[str]:
         if r is None:
             lines.append(f"| {label} | no run record yet | | | | | | |")
             continue
-        data = "; ".join(source_text(d) for d in (r.get("data"), r.get("general_data")) if d)
-        lines.append(f"| [{label}](executed/{name}.ipynb) | {data} | {source_text(r.get('model'))} | "
+        lines.append(f"| [{label}](executed/{name}.ipynb) | {data_text(r)} | {source_text(r.get('model'))} | "
                      f"{r.get('steps')} | {r.get('runtime_s', 0):.0f} | {r.get('memory_peak_gb', 0):.2f} | "
                      f"{held_out_result(r)} | {target_met(r)} |")
     lines += ["", "Targets: " + "; ".join(f"{LABELS[t]}: {text}" for t, text in TARGETS.items()) + "."]
