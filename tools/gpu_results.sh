@@ -5,6 +5,7 @@
 # ../shared/realdata/ (alpaca-cleaned.jsonl, orca_dpo_pairs.jsonl, code_search_net_python.jsonl; .gz accepted)
 # carried in a git-ignored folder:
 #     REALDATA=.lab/realdata bash tools/gpu_results.sh        # ONLY="nb2|nb4" runs some jobs only
+#     REALDATA=.lab/realdata GRPO_VALIDATION=1 ONLY="nb4|val-.*" bash tools/gpu_results.sh
 # Everything comes back in $OUT/results.tgz (executed notebooks, logs, run records): copy the executed notebooks
 # to docs/executed/, the records to docs/runs/ and docs/runs/hub/, then `python -m tools.update_results`.
 set -u
@@ -30,5 +31,16 @@ hub1 $HUB HF_HOME=/tmp/hfhome1 python3 -m tools.run_notebook /tmp/hub1/colab1_fu
 hub3 $HUB HF_HOME=/tmp/hfhome3 python3 -m tools.run_notebook /tmp/hub3/colab3_dpo_reinforcement_learning.ipynb --out $L/hub3
 hub5 $HUB HF_HOME=/tmp/hfhome5 python3 -m tools.run_notebook /tmp/hub5/colab5_continued_pretraining.ipynb --out $L/hub5
 JOBS
+# GRPO_VALIDATION=1 adds the GRPO settings sweep (`unsloth-course run grpo`), drawn with another seed: other
+# training problems and another held-out set, so that settings are compared without touching the notebook's.
+if [ -n "${GRPO_VALIDATION:-}" ]; then
+  V="python3 -m unsloth_course run grpo --set seed=1"
+  cat >> /tmp/jobs.txt <<JOBS
+val-lr5e-5-60 $V --output-dir outputs/val1
+val-lr5e-5-100 $V --max-steps 100 --output-dir outputs/val2
+val-lr1e-4-60 $V --set learning_rate=1e-4 --output-dir outputs/val3
+val-lr1e-4-100 $V --set learning_rate=1e-4 --max-steps 100 --output-dir outputs/val4
+JOBS
+fi
 if [ -n "${ONLY:-}" ]; then grep -E "^($ONLY) " /tmp/jobs.txt > /tmp/jobs1.txt; mv /tmp/jobs1.txt /tmp/jobs.txt; fi
 ITEM_TIMEOUT=${ITEM_TIMEOUT:-520} bash tools/gpu_suite.sh jobs /tmp/jobs.txt
