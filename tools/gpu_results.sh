@@ -32,13 +32,14 @@ hub3 $HUB HF_HOME=/tmp/hfhome3 python3 -m tools.run_notebook /tmp/hub3/colab3_dp
 hub5 $HUB HF_HOME=/tmp/hfhome5 python3 -m tools.run_notebook /tmp/hub5/colab5_continued_pretraining.ipynb --out $L/hub5
 JOBS
 # GRPO_VALIDATION=1 adds the GRPO settings sweep (`unsloth-course run grpo`), drawn with another seed: other
-# training problems and another held-out set, so that settings are compared without touching the notebook's.
+# training problems and another held-out set, so that settings are compared without touching the notebook's. Every
+# setting a job name states is set explicitly: the recipe's own values change when a choice is made.
 if [ -n "${GRPO_VALIDATION:-}" ]; then
   V="python3 -m unsloth_course run grpo --set seed=1"
   cat >> /tmp/jobs.txt <<JOBS
-val-lr5e-5-60 $V --output-dir outputs/val1
-val-lr5e-5-100 $V --max-steps 100 --output-dir outputs/val2
-val-lr1e-4-60 $V --set learning_rate=1e-4 --output-dir outputs/val3
+val-lr5e-5-60 $V --set learning_rate=5e-5 --max-steps 60 --output-dir outputs/val1
+val-lr5e-5-100 $V --set learning_rate=5e-5 --max-steps 100 --output-dir outputs/val2
+val-lr1e-4-60 $V --set learning_rate=1e-4 --max-steps 60 --output-dir outputs/val3
 val-lr1e-4-100 $V --set learning_rate=1e-4 --max-steps 100 --output-dir outputs/val4
 JOBS
 fi
