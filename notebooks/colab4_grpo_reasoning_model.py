@@ -295,6 +295,32 @@ compare([row["question"] for row in held_out.select(range(shown))],
         eval_base.generations[:shown], eval_after.generations[:shown])
 
 # %% [markdown]
+# ### Where it still fails
+# Neat tags around a wrong number are common: the format reward is easy to earn, the arithmetic is not. Split the
+# held-out accuracy by the kind of computation, read from each problem's worked step (`reasoning`, e.g.
+# `28 - 97 = -69`), to see which kinds GRPO improved and which it did not. Each group is small, so read the 95%
+# intervals: only differences larger than them are real.
+
+# %%
+from unsloth_course.statistics import rate_of
+
+STEP = re.compile(r"\d+ ([-+×÷]) \d+ =")  # a worked step: operand, operator, operand, "="
+
+
+def kind_of(row):
+    """The operator of the problem's first step, and whether the final answer is below zero."""
+    step = STEP.search(row.get("reasoning") or "")
+    operator = step.group(1) if step else "?"
+    return f"{operator}, answer < 0" if int(row["answer"]) < 0 else f"{operator}, answer >= 0"
+
+
+kinds = [kind_of(row) for row in held_out]
+pd.DataFrame({
+    stage: {kind: str(rate_of([c for c, k in zip(result.correct, kinds) if k == kind])) for kind in sorted(set(kinds))}
+    for stage, result in {"after warm-up": eval_warm, "after GRPO": eval_after}.items()
+}).rename_axis("held-out problems: operator, answer sign")
+
+# %% [markdown]
 # ## Saving
 # Save the LoRA adapter, reload it on the base model and check that it answers a held-out problem identically.
 
