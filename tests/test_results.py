@@ -67,6 +67,23 @@ def test_target_met_reads_the_held_out_numbers():
     records["dpo"]["held_out"]["after"]["reward_accuracy"] = None  # the adapter never moved
     assert results.target_met(records["dpo"]) == "missed (n/a)"
     assert results.target_met({"technique": "cpt"}) == "-"
+    grpo = records["grpo"]["held_out"]
+    grpo["after"]["accuracy"] = 0.465  # accuracy met, gain too small: every criterion must hold
+    grpo["contributions"]["grpo"]["accuracy"]["value"] = 0.095
+    assert results.target_met(records["grpo"]) == "missed (46.5%, gain +9.5 points)"
+    grpo["contributions"]["grpo"]["accuracy"]["value"] = 0.10  # a bound itself counts as reached
+    assert results.target_met(records["grpo"]) == "met"
+    records["cpt"]["held_out"]["prose"] = _change(1.80, 1.86, 64)  # code fell enough, prose rose 6%
+    assert results.target_met(records["cpt"]).startswith("missed (code x0.7")
+    assert results.target_met(records["cpt"]).endswith(", prose x1.062)")
+
+
+def test_targets_text_states_the_bounds_target_met_checks():
+    text = {t: ", ".join(c.describe() for c in criteria) for t, criteria in results.TARGETS.items()}
+    assert text["full"] == text["lora"] == "held-out answer loss at least 0.10 nats/token lower"
+    assert text["dpo"] == "held-out implicit-reward accuracy at least 90%"
+    assert text["grpo"] == "held-out accuracy at least 40%, GRPO's own gain over the warm-up at least 10 points"
+    assert text["cpt"] == "held-out code perplexity at least 20% lower, general prose perplexity at most 5% higher"
 
 
 def test_hub_section_names_where_model_and_data_came_from(tmp_path):
