@@ -149,11 +149,13 @@ for style in ("alpaca", "chatml", "llama3"):
 # Each row becomes a conversational **prompt / completion** pair. TRL's `SFTTrainer` renders it with the chat
 # template and computes the loss on the completion only (the answer), not on the prompt we wrote ourselves.
 #
-# The answer ends with the EOS token `<|im_end|>`: learning to emit it is how the model learns to stop. SmolLM2 pads
-# with the same token. On a GPU, Unsloth prints at load time that this pad token is "bad" and switches to
-# `<|endoftext|>`; the course sets the Hub's values back explicitly (`models.fix_special_tokens`; the converted GGUF
-# reads them wrongly). Padding with EOS is harmless here: TRL's collator gives padded *positions* the label -100,
-# whatever their token, so every real `<|im_end|>` is still trained.
+# The answer ends with the EOS token `<|im_end|>`: learning to emit it is how the model learns to stop. On the Hub,
+# SmolLM2 also *pads* with `<|im_end|>`. Unsloth replaces a pad token equal to EOS when it loads a model (from the Hub
+# it prints that the pad token is "bad" and uses `<|endoftext|>`), for a reason worth knowing: a collator that masks
+# padding **by token id**, like transformers' `DataCollatorForLanguageModeling` (`labels[labels == pad_token_id] =
+# -100`), would also mask every real `<|im_end|>`, and the model would never learn to stop. TRL's collator, used
+# here, pads the labels with -100 by *position*, so either pad trains correctly; the course uses `<|endoftext|>` on
+# every backend, in the tokenizer and the model config alike (`models.fix_special_tokens`).
 
 # %%
 train_dataset = data.to_prompt_completion(train_rows)

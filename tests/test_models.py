@@ -1,5 +1,6 @@
 """unsloth_course.models: the offline SmolLM2 checkpoint, its tokenizer's special tokens, and a sane answer."""
 
+import types
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,12 @@ def test_resolve_model_keeps_folders_and_stops_on_other_models_it_cannot_load(of
 
 
 def test_tokenizer_special_tokens(tiny_model):
-    _, tokenizer = tiny_model
+    model, tokenizer = tiny_model
     assert (tokenizer.bos_token, tokenizer.bos_token_id) == ("<|im_start|>", 1)
     assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
-    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|im_end|>", 2)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|endoftext|>", 0)  # Unsloth's pad: not the EOS
+    for config in (model.config, model.generation_config):  # the model agrees with its tokenizer
+        assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 0)
     assert "<|im_start|>" in tokenizer.chat_template
     assert tokenizer.padding_side == "right"
     assert tokenizer.model_max_length == 256
@@ -83,8 +86,12 @@ def test_fix_special_tokens_on_a_fresh_tokenizer(offline):
     tokenizer.eos_token = tokenizer.pad_token = "<|endoftext|>"  # what a GGUF load gets wrong
     tokenizer.chat_template = None
     tokenizer.padding_side = "left"
-    assert models.fix_special_tokens(tokenizer) is tokenizer
-    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 2)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(pad_token_id=2, eos_token_id=0),
+                                  generation_config=types.SimpleNamespace(pad_token_id=None))
+    assert models.fix_special_tokens(tokenizer, model) is tokenizer
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 0)
+    assert vars(model.config) == vars(model.generation_config) == {"bos_token_id": 1, "eos_token_id": 2,
+                                                                   "pad_token_id": 0}
     assert tokenizer.chat_template == models.CHATML_TEMPLATE
     assert tokenizer.padding_side == "right"
     assert tokenizer.clean_up_tokenization_spaces is False
@@ -110,3 +117,16 @@ def test_model_is_tied_and_answers_a_capital(tiny_model):
     assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
     assert (model.config.bos_token_id, model.config.eos_token_id) == (1, 2)
     assert "Paris" in chat(model, tokenizer, "What is the capital of France?", max_new_tokens=12)
+
+
+def test_a_fresh_conversion_saves_the_same_special_tokens_in_model_and_tokenizer(tmp_path):
+    import json
+
+    folder = models.materialize_gguf(target=tmp_path / "SmolLM2")
+    config = json.loads((folder / "config.json").read_text())
+    generation = json.loads((folder / "generation_config.json").read_text())
+    tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+    for ids in (config, generation):
+        assert (ids["bos_token_id"], ids["eos_token_id"], ids["pad_token_id"]) == (1, 2, 0)
+    assert (tokenizer["bos_token"], tokenizer["eos_token"], tokenizer["pad_token"]) == (
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>")

@@ -173,7 +173,7 @@ if _unsloth is not None:
             with _local_adapter_view(resolve_model(model_name)) as name:
                 model, tokenizer = _UnslothFLM.from_pretrained(name, *args, **kwargs)
             if model_name == DEFAULT_MODEL:
-                fix_special_tokens(tokenizer)
+                fix_special_tokens(tokenizer, model)
             return save_adapters_with_hub_ids(model), tokenizer
 
         @staticmethod

