@@ -57,10 +57,11 @@ def test_gguf_metadata_matches_smollm2(exported):
     fields = {name: reader.fields[name].contents() for name in (
         "general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id",
         "tokenizer.ggml.bos_token_id", "tokenizer.ggml.padding_token_id")}
-    # GPT-2 style byte-level BPE with SmolLM's pre-tokenizer, as in the official SmolLM2 GGUF files
+    # GPT-2 style byte-level BPE with SmolLM's pre-tokenizer, as in the official SmolLM2 GGUF files; the pad is the
+    # checkpoint's own, <|endoftext|> (id 0, models.SPECIAL_TOKENS), not the EOS the Hub files reuse as pad
     assert fields == {"general.architecture": "llama", "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
                       "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.bos_token_id": 1,
-                      "tokenizer.ggml.padding_token_id": 2}
+                      "tokenizer.ggml.padding_token_id": 0}
     assert "<|im_start|>" in reader.fields["tokenizer.chat_template"].contents()
     types = {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
     assert types == {"Q8_0"}
